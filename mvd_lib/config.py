@@ -162,3 +162,28 @@ def mae_decoder_config(encoder: ViTConfig, **overrides) -> DecoderConfig:
     else:
         base = DecoderConfig(width=encoder.width, depth=2, heads=encoder.heads)
     return _replace(base, "DecoderConfig", overrides)
+
+
+# Teacher sizes the released runs pair with each student (Table 2 rows "T-B"); laptop students teach-alike.
+DEFAULT_TEACHER: dict[str, str] = {
+    "vit_small": "vit_base", "vit_base": "vit_base", "vit_large": "vit_large", "vit_huge": "vit_huge",
+    "vit_tiny": "vit_tiny", "vit_micro": "vit_micro", "vit_nano": "vit_nano",
+}
+
+
+def image_teacher_config(preset: str, student: ViTConfig, **overrides) -> ViTConfig:
+    """The MAE image teacher for `student`: the preset's architecture at a patch size and resolution giving the
+    student's spatial grid, so its tokens align with the student's. Paper: B/16 and L/16 at 224 px, H/14 at
+    196 px (a 14x14 grid; the reference's `teacher_input_size 196`)."""
+    patch = 14 if preset == "vit_huge" and student.patch_size == 16 else student.patch_size
+    grid = student.img_size // student.patch_size
+    geometry = dict(img_size=grid * patch, patch_size=patch, num_frames=student.num_frames,
+                    tubelet_size=student.tubelet_size, drop_path=0.0)
+    return vit_config(preset, **{**geometry, **overrides})
+
+
+def video_teacher_config(preset: str, student: ViTConfig, **overrides) -> ViTConfig:
+    """The VideoMAE video teacher for `student`: the preset's architecture at the student's clip geometry."""
+    geometry = dict(img_size=student.img_size, patch_size=student.patch_size, num_frames=student.num_frames,
+                    tubelet_size=student.tubelet_size, drop_path=0.0)
+    return vit_config(preset, **{**geometry, **overrides})

@@ -1,0 +1,134 @@
+"""Benchmarks: time one training step and report throughput, memory and (on a GPU) TFLOP/s and MFU.
+
+`python -m mvd_lib bench --preset vit_micro --device cpu` times an MVD distillation step: student forward
+and backward on the visible tokens with two decoders, both frozen teachers' forward on the full clip, the
+Smooth-L1 losses and an AdamW update, on random clips (data loading is not measured). It prints ONE JSON line.
+This is a measurement, not a test: nothing here asserts a speed.
+
+FLOPs come from flops.py (analytic, 2 x MACs, backward counted as 2 x forward); MFU = achieved / peak bf16.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from mvd_lib import devices
+from mvd_lib.blocks import attention_impl
+from mvd_lib.build import build_distillation
+from mvd_lib.config import DEFAULT_TEACHER, mvd_decoder_config
+from mvd_lib.flops import image_encoder_macs, student_macs, train_step_flops, encoder_macs
+from mvd_lib.losses import distillation_loss
+from mvd_lib.masking import gather_masked, num_masked, tube_mask
+from mvd_lib.optim import adamw, param_groups
+from mvd_lib.rng import generator, seeded
+
+
+@dataclass
+class BenchResult:
+    run: str  # what was timed, e.g. "distill"
+    preset: str  # student preset
+    teacher: str  # teacher preset
+    device: str  # device description
+    dtype: str  # compute dtype
+    attention: str  # "sdpa" or "math"
+    batch: int  # clips per step
+    clip: str  # T x H x W
+    tokens: int  # tokens per clip
+    visible: int  # visible tokens per clip
+    steps: int  # timed steps
+    sec_per_step: float
+    clips_per_s: float
+    peak_mem_gb: float  # GPU: max allocated; CPU: process peak RSS
+    step_tflop: float  # FLOPs of one step (analytic), in TFLOP
+    tflops: float  # achieved TFLOP/s
+    mfu: float | None  # achieved / peak bf16 (GPU only)
+
+    def json(self) -> str:
+        return json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()})
+
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
+    """Seconds per call of `step`, after `warmup` untimed calls, synchronising the device around the timing."""
+    for _ in range(warmup):
+        step()
+    devices.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    devices.synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def bench_distill(
+    preset: str,
+    device: str = "auto",
+    batch: int | None = None,
+    teacher: str | None = None,
+    dtype: str | None = None,
+    attention: str = "sdpa",
+    steps: int | None = None,
+    warmup: int | None = None,
+    mask_ratio: float = 0.9,
+    checkpointing: bool = False,
+    seed: int = 0,
+) -> BenchResult:
+    """Time one MVD distillation step (student + image teacher + video teacher) on random clips."""
+    dev = devices.resolve_device(device)
+    on_gpu = dev.type != "cpu"
+    batch = batch or (32 if on_gpu else 8)
+    steps = steps or (10 if on_gpu else 3)
+    warmup = 3 if warmup is None and on_gpu else (1 if warmup is None else warmup)
+    cdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: devices.default_dtype(dev)}[dtype]
+    teacher = teacher or DEFAULT_TEACHER.get(preset, preset)
+
+    student, teachers = build_distillation(preset, teacher, seed=seed)
+    cfg = student.cfg
+    student.set_grad_checkpointing(checkpointing)
+    student.to(dev).train()
+    for t in teachers.values():
+        t.to(dev)
+    opt = adamw(param_groups(student, 0.05), lr=1.5e-4, betas=(0.9, 0.95))
+    g = generator(seed)
+    with seeded(seed):
+        video = torch.randn(batch, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size).to(dev)
+    img_cfg = teachers["img"].model.cfg
+    teacher_video = video
+    if img_cfg.img_size != cfg.img_size:  # e.g. H/14 image teacher on a 196 px view of the same crop
+        teacher_video = torch.nn.functional.interpolate(
+            video, size=(cfg.num_frames, img_cfg.img_size, img_cfg.img_size), mode="trilinear")
+
+    def step() -> None:
+        mask = tube_mask(batch, cfg.grid, mask_ratio, g).to(dev)
+        with devices.autocast(dev, cdtype):
+            with torch.no_grad():
+                targets = {"img": teachers["img"](teacher_video), "vid": teachers["vid"](video)}
+            preds = student(video, mask)
+            loss, _ = distillation_loss(preds, {k: gather_masked(v, mask) for k, v in targets.items()}, {})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    devices.reset_peak_memory(dev)
+    with attention_impl(attention):
+        sec = time_steps(step, dev, warmup, steps)
+    visible = cfg.num_tokens - cfg.grid[0] * num_masked(cfg.grid[1] * cfg.grid[2], mask_ratio)
+    s_macs = student_macs(cfg, mvd_decoder_config(cfg), visible, student.out_dims)
+    t_macs = image_encoder_macs(img_cfg, cfg.grid[0]) + encoder_macs(teachers["vid"].model.cfg)
+    step_flop = batch * train_step_flops(s_macs, t_macs)
+    tflops = step_flop / sec / 1e12
+    peak = devices.peak_tflops(dev)
+    desc = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type} ({torch.get_num_threads()} threads)"
+    return BenchResult(
+        run="distill", preset=preset, teacher=teacher, device=desc, dtype=str(cdtype).replace("torch.", ""),
+        attention=attention, batch=batch, clip=f"{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}",
+        tokens=cfg.num_tokens, visible=visible, steps=steps, sec_per_step=sec, clips_per_s=batch / sec,
+        peak_mem_gb=devices.peak_memory_gb(dev), step_tflop=step_flop / 1e12, tflops=tflops,
+        mfu=(tflops / peak) if peak else None,
+    )
+
+
+__all__ = ["BenchResult", "bench_distill", "time_steps"]
