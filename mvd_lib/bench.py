@@ -21,8 +21,8 @@ from mvd_lib.blocks import attention_impl
 from mvd_lib.build import build_distillation
 from mvd_lib.config import DEFAULT_TEACHER, mvd_decoder_config
 from mvd_lib.flops import image_encoder_macs, student_macs, train_step_flops, encoder_macs
-from mvd_lib.losses import distillation_loss
-from mvd_lib.masking import gather_masked, num_masked, tube_mask
+from mvd_lib.distill import mvd_loss, teacher_targets
+from mvd_lib.masking import num_masked, tube_mask
 from mvd_lib.optim import adamw, param_groups
 from mvd_lib.rng import generator, seeded
 
@@ -104,10 +104,7 @@ def bench_distill(
     def step() -> None:
         mask = tube_mask(batch, cfg.grid, mask_ratio, g).to(dev)
         with devices.autocast(dev, cdtype):
-            with torch.no_grad():
-                targets = {"img": teachers["img"](teacher_video), "vid": teachers["vid"](video)}
-            preds = student(video, mask)
-            loss, _ = distillation_loss(preds, {k: gather_masked(v, mask) for k, v in targets.items()}, {})
+            loss, _ = mvd_loss(student, video, mask, teacher_targets(teachers, video, teacher_video))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
