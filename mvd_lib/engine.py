@@ -1,0 +1,332 @@
+"""The training loop shared by every run type: schedule, precision, checkpoints, exact resume, DDP.
+
+Mirrors what the reference spreads over `run_*.py`, `engine_for_*.py` and `utils.py`
+(mvd_reference.md sections 5-6): AdamW with per-group `lr_scale`, the learning rate set every step from a
+linear-warmup + cosine schedule (lr scaled by total_batch / 256), optional gradient clipping, bf16 autocast
+on GPUs, gradient accumulation (the reference's `update_freq`).
+
+What it adds:
+- exact resume: a checkpoint holds model, optimizer, scaler, epoch, step within the epoch, RNG state and
+  the metrics so far; the data order is a function of (seed, epoch) and a resumed epoch skips the batches
+  already seen, so a run killed at any point and resumed produces the same loss curve as an uninterrupted one
+  (on CPU, bit for bit). Checkpoints are written atomically (temp file, then rename);
+- a non-finite loss stops the run with a clear message; the last good checkpoint is kept;
+- progress bars (tqdm.auto) with loss, lr and clips/s; optional hooks (e.g. a cheap probe) after each epoch;
+- torchrun DDP: each process reads its share of each global batch; the recorded loss is the global mean.
+
+A `Task` supplies the model, its loss on a batch and its parameter groups (see tasks.py).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from mvd_lib import devices
+from mvd_lib.checkpoint import atomic_save, read_checkpoint
+from mvd_lib.distributed import DistInfo, ResumableSampler, all_reduce_mean, any_true
+from mvd_lib.optim import apply_schedule, cosine_schedule, scaled_lr
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation recipe (reference defaults: MVD pretraining)."""
+
+    epochs: int = 400  # training epochs
+    warmup_epochs: int = 40  # linear warmup from 0, in epochs
+    batch_size: int = 1024  # TOTAL batch per optimizer step over all processes and accumulation steps
+    accum_steps: int = 1  # gradient accumulation steps per optimizer step (the reference's update_freq)
+    lr: float = 1.5e-4  # base learning rate (multiplied by batch_size / 256 when scale_lr)
+    min_lr: float = 1e-5  # final learning rate of the cosine (scaled the same way)
+    scale_lr: bool = True  # the reference's linear scaling rule lr = base * total_batch / 256
+    weight_decay: float = 0.05  # AdamW weight decay (decayed groups only)
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
+    layer_decay: float = 1.0  # layer-wise lr decay (finetuning: 0.75); 1.0 = off
+    clip_grad: float = 0.0  # max gradient norm; 0 = no clipping (the reference's default)
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.accum_steps:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}")
+        if self.epochs < 1 or self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ValueError(f"need 1 <= epochs and 0 <= warmup_epochs <= epochs, got {self.epochs}, {self.warmup_epochs}")
+
+
+class Task(Protocol):
+    """What the engine trains. `net` is the model, or its DDP wrapper, to call in `loss` (so gradients sync)."""
+
+    model: nn.Module
+
+    def param_groups(self, optim: OptimConfig) -> list[dict]: ...
+
+    def loss(self, net: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a loss is NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    """Position and history of a run (saved in every checkpoint)."""
+
+    epoch: int = 0  # current epoch
+    batch_in_epoch: int = 0  # optimizer steps already done in the current epoch
+    step: int = 0  # optimizer steps done in total
+    samples: int = 0  # training samples seen
+    wall_time_s: float = 0.0  # training time over all sessions of this run
+    loss_curve: list[float] = field(default_factory=list)  # global mean loss per optimizer step
+    parts_curve: dict[str, list[float]] = field(default_factory=dict)  # per-part losses per step
+    lr_curve: list[float] = field(default_factory=list)  # base lr per step
+    epoch_metrics: list[dict[str, Any]] = field(default_factory=list)  # hook outputs per epoch
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a (nested) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class Trainer:
+    """Train `task.model` on `dataset` with `optim`; state and checkpoints live in `run_dir`.
+
+    Args:
+        checkpoint_every: also checkpoint every this many optimizer steps (0: only at epoch ends).
+        hooks: callables (epoch, model) -> dict of metrics, run on the main process after every epoch.
+        stop_after_steps: stop (with a checkpoint) after this many optimizer steps in this session; for tests
+            and for splitting long runs over several sessions.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        dataset: Dataset,
+        optim: OptimConfig,
+        run_dir: str | os.PathLike,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        dist_info: DistInfo = DistInfo(),
+        num_workers: int = 0,
+        checkpoint_every: int = 0,
+        hooks: list[Callable[[int, nn.Module], dict[str, Any]]] | None = None,
+        progress: bool = True,
+        stop_after_steps: int | None = None,
+        description: str = "train",
+    ):
+        self.task, self.dataset, self.optim = task, dataset, optim
+        self.run_dir = Path(run_dir)
+        self.seed, self.device, self.dtype = seed, torch.device(device), dtype
+        self.dist, self.num_workers = dist_info, num_workers
+        self.checkpoint_every, self.hooks = checkpoint_every, hooks or []
+        self.progress, self.stop_after_steps, self.description = progress, stop_after_steps, description
+
+        per_step = optim.batch_size // optim.accum_steps
+        if per_step % dist_info.world:
+            raise ValueError(f"batch {optim.batch_size} / accum {optim.accum_steps} is not divisible by {dist_info.world} processes")
+        self.batch_per_process = per_step // dist_info.world
+        self.sampler = ResumableSampler(dataset, self.batch_per_process, dist_info, seed=seed)
+        self.steps_per_epoch = self.sampler.batches_per_epoch() // optim.accum_steps
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"dataset of {len(dataset)} samples is smaller than one batch of {optim.batch_size}")
+        lr = scaled_lr(optim.lr, optim.batch_size) if optim.scale_lr else optim.lr
+        min_lr = scaled_lr(optim.min_lr, optim.batch_size) if optim.scale_lr else optim.min_lr
+        self.lr_schedule = cosine_schedule(lr, min_lr, optim.epochs, self.steps_per_epoch, optim.warmup_epochs)
+
+        task.model.to(self.device)
+        self.net: nn.Module = task.model
+        if dist_info.enabled:
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(task.model, device_ids=ids, broadcast_buffers=False)
+        self.optimizer = torch.optim.AdamW(task.param_groups(optim), lr=lr, betas=optim.betas)
+        self.scaler = torch.amp.GradScaler(self.device.type) if dtype == torch.float16 else None
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoint-last.pth"
+
+    def _rng_file(self) -> Path:
+        return self.run_dir / f"rng-rank{self.dist.rank}.pth"
+
+    def save(self) -> None:
+        """Atomically write the resumable state (main process; every process saves its own RNG stream)."""
+        if self.dist.enabled:
+            atomic_save({"torch": torch.get_rng_state(),
+                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, self._rng_file())
+        if not self.dist.is_main:
+            return
+        extra = self.task.extra_state() if hasattr(self.task, "extra_state") else {}
+        payload = {
+            "model": self.task.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.state.epoch,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "train_state": asdict(self.state),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "task": extra,
+        }
+        atomic_save(payload, self.last_checkpoint)
+
+    def resume(self) -> bool:
+        """Load `checkpoint-last.pth` if present. Returns True if the run continues from it."""
+        if not self.last_checkpoint.exists():
+            return False
+        ckpt = read_checkpoint(self.last_checkpoint)
+        self.task.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["train_state"])
+        rng = read_checkpoint(self._rng_file()) if self.dist.enabled and self._rng_file().exists() else ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if hasattr(self.task, "load_extra_state"):
+            self.task.load_extra_state(ckpt.get("task", {}))
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        self.sampler.set_position(self.state.epoch, self.state.batch_in_epoch * self.optim.accum_steps)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.state.epoch)
+        return DataLoader(self.dataset, batch_size=self.batch_per_process, sampler=self.sampler,
+                          num_workers=self.num_workers, drop_last=True, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    def _record(self, loss: float, parts: dict[str, float], lr: float) -> None:
+        s = self.state
+        s.loss_curve.append(loss)
+        for k, v in parts.items():
+            s.parts_curve.setdefault(k, []).append(v)
+        s.lr_curve.append(lr)
+
+    def fit(self) -> TrainState:
+        """Train to the end (or `stop_after_steps`), resuming from the last checkpoint if there is one."""
+        if self.state.step == 0:
+            resumed = self.resume()
+            if not resumed:
+                torch.manual_seed(self.seed + self.dist.rank)  # dropout / drop path stream of this run
+        total_steps = self.optim.epochs * self.steps_per_epoch
+        session_steps = 0
+        bar = tqdm(total=total_steps, initial=self.state.step, desc=self.description, unit="step",
+                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
+        self.task.model.train()
+        while self.state.epoch < self.optim.epochs:
+            t_epoch = time.perf_counter()
+            batches = iter(self._loader())
+            while self.state.batch_in_epoch < self.steps_per_epoch:
+                t0 = time.perf_counter()
+                lr = float(self.lr_schedule[self.state.step])
+                apply_schedule(self.optimizer, lr)
+                loss, parts = self._optimizer_step(batches)
+                self._record(loss, parts, lr)
+                self.state.step += 1
+                self.state.batch_in_epoch += 1
+                self.state.samples += self.optim.batch_size
+                dt = time.perf_counter() - t0
+                self.state.wall_time_s += dt
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{self.optim.batch_size / dt:.1f}",
+                                epoch=self.state.epoch)
+                session_steps += 1
+                stop = self.stop_after_steps is not None and session_steps >= self.stop_after_steps
+                if self.checkpoint_every and self.state.step % self.checkpoint_every == 0 and not stop:
+                    self.save()
+                if stop:
+                    self.save()
+                    bar.close()
+                    return self.state
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+            self._run_hooks()
+            self.save()
+        bar.close()
+        return self.state
+
+    def _optimizer_step(self, batches) -> tuple[float, dict[str, float]]:
+        """One optimizer step over accum_steps micro-batches. Returns the global mean loss and parts."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total, parts_sum = 0.0, {}
+        for micro in range(self.optim.accum_steps):
+            batch = to_device(next(batches), self.device)
+            with devices.autocast(self.device, self.dtype):
+                loss, parts = self.task.loss(self.net, batch, self.state.epoch)
+            bad = not math.isfinite(loss.item())
+            if any_true(bad, self.dist, self.device):
+                msg = (f"non-finite loss at step {self.state.step} (epoch {self.state.epoch}): "
+                       f"{ {k: float(v) for k, v in parts.items()} }; the last good checkpoint "
+                       f"({self.last_checkpoint}) is kept. Lower the learning rate or use float32/bf16.")
+                raise NonFiniteLossError(msg)
+            scaled = loss / self.optim.accum_steps
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+            total += float(all_reduce_mean(loss.detach(), self.dist)) / self.optim.accum_steps
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(all_reduce_mean(v.detach(), self.dist)) / self.optim.accum_steps
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.optim.clip_grad > 0:
+            nn.utils.clip_grad_norm_(self.task.model.parameters(), self.optim.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if hasattr(self.task, "after_step"):
+            self.task.after_step(self.state.step)
+        return total, parts_sum
+
+    def _run_hooks(self) -> None:
+        if not self.hooks:
+            return
+        record: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
+        if self.dist.is_main:
+            rng = torch.get_rng_state()
+            self.task.model.eval()
+            for hook in self.hooks:
+                record.update(hook(self.state.epoch, self.task.model))
+            self.task.model.train()
+            torch.set_rng_state(rng)  # hooks must not shift the training stream
+        self.state.epoch_metrics.append(record)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
