@@ -208,9 +208,10 @@ class Trainer:
         self.sampler.set_position(self.state.epoch, self.state.batch_in_epoch * self.optim.accum_steps)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.state.epoch)
+        # datasets that return several samples per item (repeated augmentation) bring their own collate
         return DataLoader(self.dataset, batch_size=self.batch_per_process, sampler=self.sampler,
                           num_workers=self.num_workers, drop_last=True, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+                          persistent_workers=False, collate_fn=getattr(self.dataset, "collate", None))
 
     def _record(self, loss: float, parts: dict[str, float], lr: float) -> None:
         s = self.state
