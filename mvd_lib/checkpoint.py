@@ -106,17 +106,26 @@ def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> dict
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError) as err:
+    except pickle.UnpicklingError as err:  # the weights-only unpickler met a Python object
         if not trust_pickle:
             raise UntrustedCheckpointError(
                 f"{path} holds pickled Python objects (the reference scripts store their argparse `args` this way), "
                 f"and unpickling can run code from the file. If you trust where this file came from, load it with "
                 f"trust_pickle=True (command line: --trust-checkpoint). Detail: {str(err).splitlines()[0]}"
             ) from err
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = _load(path, weights_only=False)
+    except Exception as err:  # truncated, damaged or not a torch file at all
+        raise CheckpointError(f"could not read {path}: {type(err).__name__}: {err}") from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors or a checkpoint dict")
     return obj
+
+
+def _load(path: Path, weights_only: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:
+        raise CheckpointError(f"could not read {path}: {type(err).__name__}: {err}") from err
 
 
 def model_state(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -272,7 +281,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     epoch: int | None = None,
     scaler: Any = None,
-    args: Mapping[str, Any] | None = None,
+    args: Mapping[str, Any] | Any = None,
     **extra: Any,
 ) -> Path:
     """Write {model, optimizer, epoch, scaler, args, **extra} atomically (temp file, then rename)."""
@@ -285,7 +294,7 @@ def save_checkpoint(
     if scaler is not None:
         payload["scaler"] = scaler.state_dict() if hasattr(scaler, "state_dict") else scaler
     if args is not None:
-        payload["args"] = dict(args)
+        payload["args"] = dict(args) if isinstance(args, Mapping) else dict(vars(args))  # plain dict: weights-only loadable
     payload.update(extra)
     return atomic_save(payload, path)
 

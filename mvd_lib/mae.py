@@ -113,6 +113,10 @@ class MAEPretrain(ImageViT):
         out[mask] = x[:, 1 + n_vis:].reshape(-1, x.shape[-1])
         return out
 
+    def no_weight_decay(self) -> set[str]:
+        """MAE's pretraining decays cls_token and mask_token too (timm's add_weight_decay with no skip list)."""
+        return set()
+
     def loss(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """MAE's norm-pix loss: MSE on masked patches against per-patch normalized pixels."""
         target = gather_masked(image_pixel_targets(images, self.cfg.patch_size), mask)
