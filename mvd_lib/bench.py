@@ -129,3 +129,124 @@ def bench_distill(
 
 
 __all__ = ["BenchResult", "bench_distill", "time_steps"]
+
+
+def _bench_batch(verb: str, cfg, batch: int, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    """Random inputs shaped like a batch of the run type's dataset."""
+    g = generator(seed)
+    spec = cfg.student if verb == "distill" else cfg.model
+    if verb == "pretrain-image":
+        out = {"image": torch.randn(batch, 3, spec.img_size, spec.img_size, generator=g)}
+    else:
+        out = {"video": torch.randn(batch, 3, spec.num_frames, spec.img_size, spec.img_size, generator=g)}
+    out["index"] = torch.arange(batch)
+    if verb in ("finetune", "probe", "evaluate"):
+        from mvd_lib.tasks import num_classes_of
+
+        out["label"] = torch.randint(0, num_classes_of(cfg.data), (batch,), generator=g)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def _bench_teachers(cfg) -> dict[str, torch.nn.Module]:
+    """Randomly initialised teachers of the architectures a distill preset names (weights do not change speed)."""
+    from mvd_lib.build import build_image_teacher, build_video_teacher
+    from mvd_lib.recipes import parse_ref, resolve_ref
+
+    student = cfg.student.vit()
+    out = {}
+    for branch, ref in (("img", cfg.image_teacher), ("vid", cfg.video_teacher)):
+        kind = parse_ref(ref)[0]
+        if kind == "none":
+            continue
+        arch = resolve_ref(ref)[1].model.preset if kind == "run" else (cfg.teacher_arch or DEFAULT_TEACHER[cfg.student.preset])
+        out[branch] = (build_image_teacher if branch == "img" else build_video_teacher)(arch, student, seed=1)
+    return out
+
+
+def bench_run(verb: str, preset: str, device: str = "auto", batch: int | None = None, dtype: str | None = None,
+              attention: str = "sdpa", steps: int | None = None, warmup: int | None = None,
+              overrides: list[str] | None = None) -> BenchResult:
+    """Time one step of a run preset: an optimizer step for training run types, a forward pass per batch for
+    probe (feature extraction) and evaluate (classification). Random weights and random inputs."""
+    from mvd_lib import recipes
+    from mvd_lib.flops import encoder_macs
+    from mvd_lib.tasks import (DistillTask, EMATeacher, FinetuneTask, MAETask, VideoMAETask, build_model)
+    from mvd_lib.workflow import probe_encoder, Dependency
+
+    cfg = recipes.preset(verb, preset, overrides)
+    dev = devices.resolve_device(device)
+    on_gpu = dev.type != "cpu"
+    batch = batch or (32 if on_gpu else 8)
+    steps = steps or (10 if on_gpu else 3)
+    warmup = (3 if on_gpu else 1) if warmup is None else warmup
+    cdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: devices.default_dtype(dev)}[dtype]
+    data = _bench_batch(verb, cfg, batch, dev, cfg.seed)
+    teacher_name = "-"
+    if verb in ("probe", "evaluate"):
+        model = (probe_encoder(cfg, Dependency("random")) if verb == "probe" else build_model("evaluate", cfg)).to(dev).eval()
+        vit = model.cfg
+
+        def step() -> None:
+            with torch.no_grad(), devices.autocast(dev, cdtype):
+                model(data["video"])
+
+        flops = 2 * batch * encoder_macs(vit)
+        tokens, visible = vit.num_tokens, vit.num_tokens
+    else:
+        if verb == "pretrain-image":
+            model = build_model(verb, cfg)
+            task = MAETask(model, cfg.mask_ratio, cfg.seed)
+        elif verb == "pretrain-video":
+            model = build_model(verb, cfg)
+            task = VideoMAETask(model, cfg.mask_ratio, cfg.mask_type, cfg.seed)
+        elif verb == "distill":
+            teachers = _bench_teachers(cfg)
+            dims = {"ema": cfg.student.vit().width} if cfg.ema else {b: t.out_dim for b, t in teachers.items()}
+            model = build_model(verb, cfg, dims)
+            if cfg.ema:
+                teachers = {"ema": EMATeacher(model, cfg.ema_momentum)}
+            for t in teachers.values():
+                t.to(dev)
+            teacher_name = ",".join(f"{b}:{t.model.cfg.width}d" for b, t in teachers.items())
+            task = DistillTask(model, teachers, cfg)
+        else:  # finetune
+            model = build_model(verb, cfg)
+            task = FinetuneTask(model, cfg)
+        model.to(dev).train()
+        opt = torch.optim.AdamW(task.param_groups(cfg.optim), lr=1e-4, betas=cfg.optim.betas)
+
+        def step() -> None:
+            with devices.autocast(dev, cdtype):
+                loss, _ = task.loss(model, data, 0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if hasattr(task, "after_step"):
+                task.after_step(0)
+
+        flops = batch * task.flops_per_sample()
+        vit = model.cfg
+        tokens = vit.num_tokens
+        ratio = getattr(cfg, "mask_ratio", 0.0) if verb != "finetune" else 0.0
+        kind = getattr(cfg, "mask_type", "random" if verb == "pretrain-image" else "tube")
+        if verb == "pretrain-image":
+            tokens = vit.num_patches_2d
+            visible = tokens - num_masked(tokens, ratio)
+        elif ratio and getattr(cfg, "mode", "masked") == "masked":
+            t, h, w = vit.grid
+            visible = tokens - (t * num_masked(h * w, ratio) if kind == "tube" else num_masked(tokens, ratio))
+        else:
+            visible = tokens
+    devices.reset_peak_memory(dev)
+    with attention_impl(attention):
+        sec = time_steps(step, dev, warmup, steps)
+    tflops = flops / sec / 1e12
+    peak = devices.peak_tflops(dev)
+    desc = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type} ({torch.get_num_threads()} threads)"
+    spec = cfg.student if verb == "distill" else cfg.model
+    return BenchResult(
+        run=verb, preset=preset, teacher=teacher_name, device=desc, dtype=str(cdtype).replace("torch.", ""),
+        attention=attention, batch=batch, clip=f"{spec.num_frames}x{spec.img_size}x{spec.img_size}", tokens=tokens,
+        visible=visible, steps=steps, sec_per_step=sec, clips_per_s=batch / sec, peak_mem_gb=devices.peak_memory_gb(dev),
+        step_tflop=flops / 1e12, tflops=tflops, mfu=(tflops / peak) if peak else None,
+    )

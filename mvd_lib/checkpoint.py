@@ -39,7 +39,7 @@ from mvd_lib.vit import VideoViT
 PREFIXES = ("module.", "backbone.", "encoder.")
 _FIXED_TABLE = re.compile(r"^(\w+\.)?(pos_embed(_\w+)?|decoder_pos_embed)$")
 _DECODER = re.compile(
-    r"^(decoder|decoder_(img|vid|pix)|down_(img|vid|pix)|mask_token(_(img|vid|pix))?|encoder_to_decoder|"
+    r"^(decoder|decoder_(img|vid|pix|ema)|down_(img|vid|pix|ema)|mask_token(_(img|vid|pix|ema))?|encoder_to_decoder|"
     r"decoder_embed|decoder_blocks|decoder_norm|decoder_pred|heads)(\.|$)"
 )
 _CLASSIFIER = re.compile(r"^(head|fc_norm)\.")

@@ -17,15 +17,16 @@ from torch import nn
 from mvd_lib.blocks import init_weights_
 from mvd_lib.config import ViTConfig
 from mvd_lib.rng import seeded
-from mvd_lib.vit import VideoViT
+from mvd_lib.vit import PosEmbedKind, VideoViT
 
 
 class VideoClassifier(VideoViT):
     """forward(video: [B, C, T, H, W]) -> logits [B, num_classes]; `features(video)` -> [B, D] (after fc_norm)."""
 
     def __init__(self, cfg: ViTConfig, num_classes: int, fc_drop: float = 0.0, init_scale: float = 0.001,
-                 seed: int | None = 0):
-        super().__init__(cfg, pos_embed="sincos3d", store_pos_embed=False, final_norm=False, seed=seed)
+                 seed: int | None = 0, pos_embed: PosEmbedKind = "sincos3d"):
+        # MVD finetunes with the 3-D sin-cos table; VideoMAE's finetuning keeps its 1-D sinusoid ("sinusoid1d")
+        super().__init__(cfg, pos_embed=pos_embed, store_pos_embed=False, final_norm=False, seed=seed)
         self.num_classes = num_classes
         with seeded(seed):
             self.fc_norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)

@@ -1,20 +1,42 @@
 """Command line: `python -m mvd_lib <verb> ...` (also installed as `mvd`).
 
 Verbs:
-  models   table of model presets: parameters, tokens per clip, visible tokens, GFLOPs per clip
-  bench    time one training step, print one JSON line
-  demo     a short end-to-end run: distil a small student from two teachers, save, reload, classify
+  models           table of model presets: parameters, tokens per clip, visible tokens, GFLOPs per clip
+  presets          the named run presets of every run type
+  bench            time one step of a run type, print one JSON line
+  demo             a short end-to-end run on CPU
+  pretrain-image   MAE pretraining of an image teacher
+  pretrain-video   VideoMAE pretraining of a video teacher
+  distill          MVD distillation of a student from teachers
+  finetune         supervised finetuning, then evaluation on the test split
+  probe            linear probes on frozen features
+  evaluate         multi-view evaluation of a finetuned model
+
+Run types take `--preset NAME [--set key=value ...] [--runs DIR]`; a run is recorded under
+runs/VERB/NAME-HASH/ and never repeated once finished. Under torchrun they train with DDP.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import torch
 
 from mvd_lib.config import PAPER_PRESETS, PRESETS, vit_config
 from mvd_lib.flops import encoder_macs
 from mvd_lib.masking import num_masked
+
+RUN_VERBS = ("pretrain-image", "pretrain-video", "distill", "finetune", "probe", "evaluate")
+RUN_HELP = {
+    "pretrain-image": "MAE pretraining of an image teacher on stills",
+    "pretrain-video": "VideoMAE pretraining of a video teacher on clips",
+    "distill": "MVD: distil a student from frozen image/video teachers (or EMA / per-token variants)",
+    "finetune": "finetune a pretrained encoder with the reference recipe, then evaluate on the test split",
+    "probe": "linear probes on frozen features (mean and time-ordered pooling, both label sets)",
+    "evaluate": "multi-view evaluation of a finetuned classifier",
+}
 
 # The paper's model sizes and per-view GFLOPs (Tables 3-5), printed beside ours.
 PAPER_SIZES = {"vit_small": (22, 57), "vit_base": (87, 180), "vit_large": (305, 597), "vit_huge": (633, 1192)}
@@ -56,20 +78,85 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from mvd_lib.bench import bench_distill
+    from mvd_lib.bench import bench_distill, bench_run
 
-    result = bench_distill(
-        args.preset, device=args.device, batch=args.batch, teacher=args.teacher, dtype=args.dtype,
-        attention=args.attention, steps=args.steps, warmup=args.warmup, checkpointing=args.checkpointing,
-    )
+    if args.run == "distill-step":
+        result = bench_distill(
+            args.preset, device=args.device, batch=args.batch, teacher=args.teacher, dtype=args.dtype,
+            attention=args.attention, steps=args.steps, warmup=args.warmup, checkpointing=args.checkpointing,
+        )
+    else:
+        result = bench_run(args.run, args.preset, device=args.device, batch=args.batch, dtype=args.dtype,
+                           attention=args.attention, steps=args.steps, warmup=args.warmup, overrides=args.set)
     print(result.json())
     return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from mvd_lib.recipes import PRESETS_BY_VERB
+
+    for verb, table in PRESETS_BY_VERB.items():
+        if args.verb_filter and verb != args.verb_filter:
+            continue
+        print(f"{verb}: {', '.join(sorted(table))}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Any run type: train (or load) the preset with overrides, then print where it is and what it measured."""
+    from mvd_lib import distributed
+    from mvd_lib.recipes import preset, validate
+    from mvd_lib.runs import ConfigError, command_line
+    from mvd_lib.workflow import Session, device_and_dtype, train_or_load
+
+    try:
+        cfg = preset(args.verb, args.preset, args.set)
+        validate(args.verb, cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    device, _ = device_and_dtype(cfg)
+    info = distributed.init_from_env(device.type)
+    session = Session(root=Path(args.runs), force=args.force, progress=not args.no_progress,
+                      stop_after_steps=args.stop_after_steps, dist=info,
+                      command=command_line(args.verb, args.preset, args.set))
+    try:
+        run = train_or_load(args.verb, cfg, session=session)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown()
+    if info.is_main:
+        print(summary(run))
+    return 0
+
+
+def summary(run) -> str:
+    """A few lines about a run: folder, status and its headline numbers."""
+    m = run.metrics
+    lines = [f"{run.verb} {run.name}: {m.get('status', 'unknown')} -> {run.dir}"]
+    if m.get("final_loss") is not None:
+        lines.append(f"  final loss {m['final_loss']:.4f} after {m.get('steps')} steps "
+                     f"({m.get('wall_time_s', 0):.0f} s, {m.get('train_flops', 0) / 1e12:.2f} TFLOP, {m.get('device')})")
+    if "test" in m:
+        t = m["test"]
+        lines.append(f"  test top-1 {t['top1']:.2f}%" + (f", top-5 {t['top5']:.2f}%" if t.get("top5") is not None else "")
+                     + f" on {t['num_videos']} videos ({t['num_views']} views)")
+    for task, by_pool in m.get("probe", {}).items():
+        for pool, r in by_pool.items():
+            lines.append(f"  probe {task:<10} {pool:<4} top-1 {r['top1']:.2f}% (C={r['c']:g}, chance {r['chance']:.1f}%)")
+    for rec in m.get("epoch_metrics", [])[-1:]:
+        extra = {k: v for k, v in rec.items() if k.startswith("probe_")}
+        if extra:
+            lines.append("  last in-training probe: " + ", ".join(f"{k} {v:.1f}%" for k, v in extra.items()))
+    return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from mvd_lib.demo import run_demo
 
-    run_demo(steps=args.steps, out_dir=args.out)
+    run_demo(scale=args.scale, runs=args.runs, progress=not args.no_progress)
     return 0
 
 
@@ -82,8 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-ratio", type=float, default=0.9, help="tube mask ratio for the visible-token column")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("bench", help="time one distillation training step; prints one JSON line")
-    p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="student preset")
+    p = sub.add_parser("bench", help="time one step of a run type; prints one JSON line")
+    p.add_argument("--run", default="distill-step", choices=["distill-step", *RUN_VERBS],
+                   help="distill-step (default): a student preset with two teachers of the reference pairing; "
+                        "or a run type, with --preset naming a run preset of it (e.g. --run finetune --preset laptop)")
+    p.add_argument("--preset", required=True, help="model preset for distill-step, else a run preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a run preset field")
     p.add_argument("--teacher", choices=sorted(PRESETS), help="teacher preset (default: the reference pairing)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--batch", type=int, help="clips per step (default 8 on CPU, 32 on GPU)")
@@ -94,9 +185,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing in the student")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("presets", help="list the run presets")
+    p.add_argument("verb_filter", nargs="?", choices=RUN_VERBS, help="only this run type")
+    p.set_defaults(func=cmd_presets)
+
+    for verb in RUN_VERBS:
+        p = sub.add_parser(verb, help=RUN_HELP[verb], description=RUN_HELP[verb])
+        p.add_argument("--preset", required=True, help="named preset (python -m mvd_lib presets lists them)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a field, e.g. --set optim.lr=1e-3 --set data.num_clips=500 (repeatable)")
+        p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
+        p.add_argument("--force", action="store_true", help="rerun even if a finished run exists")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--stop-after-steps", type=int, help="stop resumably after N optimizer steps")
+        p.set_defaults(func=cmd_run, verb=verb)
+
     p = sub.add_parser("demo", help="short end-to-end run on CPU")
-    p.add_argument("--steps", type=int, default=30, help="distillation steps (default 30)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--scale", choices=["smoke", "laptop"], default="smoke", help="preset scale (default smoke)")
+    p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
     return parser
 

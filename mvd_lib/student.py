@@ -29,7 +29,7 @@ from mvd_lib.pos_embed import sincos_3d
 from mvd_lib.rng import seeded
 from mvd_lib.vit import VideoViT
 
-FEATURE_BRANCHES = ("img", "vid")
+FEATURE_BRANCHES = ("img", "vid", "ema")  # image teacher, video teacher, bootstrapped EMA teacher (Table 8)
 PIXEL_BRANCH = "pix"
 
 
