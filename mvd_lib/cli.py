@@ -109,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mvd_lib.runs import ConfigError, command_line
     from mvd_lib.workflow import Session, device_and_dtype, train_or_load
 
+    if args.trust_checkpoint:
+        args.set = [*args.set, "trust_checkpoints=true"]
     try:
         cfg = preset(args.verb, args.preset, args.set)
         validate(args.verb, cfg)
@@ -198,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="rerun even if a finished run exists")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.add_argument("--stop-after-steps", type=int, help="stop resumably after N optimizer steps")
+        p.add_argument("--trust-checkpoint", action="store_true",
+                       help="allow file: checkpoints holding pickled Python objects (the official releases store "
+                            "their argparse args that way); unpickling runs code from the file, so only for trusted files")
         p.set_defaults(func=cmd_run, verb=verb)
 
     p = sub.add_parser("demo", help="short end-to-end run on CPU")
