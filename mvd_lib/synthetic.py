@@ -21,9 +21,10 @@ Design rules that make motion a purely temporal property:
   object's position in any frame is uniform whatever the motion;
 - the time-mixture of the per-frame state is the same for every class: when a class does not drive a
   bounded factor (rotation, scale, opacity), the clip holds that factor at a random constant drawn from
-  exactly the values the driving class sweeps through (a factor no class drives stays fixed). A randomly chosen frame, and therefore any
-  time-averaged per-frame statistic, has the same distribution for all motion classes; only the order of
-  the frames tells them apart (tests/test_synthetic.py checks this with linear probes);
+  exactly the values the driving class sweeps through (a factor no class drives stays fixed). A randomly
+  chosen frame, and therefore any time-averaged per-frame statistic, has the same distribution for all
+  motion classes; only the order of the frames tells them apart (tests/test_synthetic.py checks this with
+  linear probes);
 - backgrounds are smooth and low-amplitude with little pixel noise, so that masked reconstruction is about
   the object, not about unpredictable background (a busy background made a tiny MAE learn nothing about
   appearance in a prototype of this benchmark);
@@ -142,7 +143,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "motions", tuple(self.motions))  # accept lists (e.g. from JSON)
         if self.frames < 1 or self.height < 8 or self.width < 8:
-            raise ValueError(f"need frames >= 1 and height, width >= 8; got {self.frames}x{self.height}x{self.width}")
+            raise ValueError(f"need frames >= 1 and height, width >= 8; "
+                             f"got {self.frames}x{self.height}x{self.width}")
         if not 2 <= self.num_appearance <= len(APPEARANCES):
             raise ValueError(f"num_appearance must be in [2, {len(APPEARANCES)}], got {self.num_appearance}")
         unknown = [m for m in self.motions if m not in MOTIONS]
@@ -263,7 +265,8 @@ class GlyphBank:
 @functools.lru_cache(maxsize=1)
 def glyph_bank() -> GlyphBank:
     """The glyph bank, built once per process: 1797 digits and 128 jittered variants of each shape; every 5th
-    bitmap of each class is held out for the val/test splits. Shape jitter uses a fixed seed: the bank is part of the benchmark."""
+    bitmap of each class is held out for the val/test splits. Shape jitter uses a fixed seed: the bank is
+    part of the benchmark."""
     from sklearn.datasets import load_digits  # ships with scikit-learn, no download
 
     digits = load_digits()
