@@ -1,10 +1,11 @@
 """`data_samples/`: a few small mp4 clips written from the synthetic generator, and real demo footage.
 
-Issue item 6: the decord path (mvd_lib/video_data.py) must run in tests and notebooks without any download,
-so the repository ships `data_samples/` with real H.264 mp4 files and `train.csv` / `val.csv` / `test.csv`
-lists in the reference's `path label` format (paths relative to the list's folder; label = the clip's motion
-class, names in `info.json`; 10 train, 5 val, 5 test clips). The clips are 64 frames of 48x64 pixels (non-square, so the test-time crops
-along the long side are exercised; 64 frames = one full 16 x stride-4 window). Regenerate with
+The decord path (mvd_lib/video_data.py) must run in tests and notebooks without any download, so the
+repository ships `data_samples/` with real H.264 mp4 files and `train.csv` / `val.csv` / `test.csv` lists in
+the reference's `path label` format (paths relative to the list's folder; label = the clip's motion class,
+names in `info.json`; 10 train, 5 val, 5 test clips). The clips are 64 frames of 48x64 pixels (non-square,
+so the test-time crops along the long side are exercised; 64 frames = one full 16 x stride-4 window).
+Regenerate with
 
     python -m mvd_lib.samples            # rewrites data_samples/ in the repository
     python -m mvd_lib.samples --out DIR  # anywhere else

@@ -10,8 +10,9 @@ independently:
   scikit-learn's bundled digits or an asymmetric shape (L, F, arrow, triangle, flag, crescent), drawn with
   a random colour, texture (solid, stripes, checker, two-tone gradient), slant, aspect and stroke weight.
   The object is fully visible in every frame, so any one frame gives the appearance;
-- `motion` (the temporal task, our SSv2 analogue): translation direction, rotation sense, growing vs
-  shrinking, fading in vs out (and optionally diagonals and start/stop order).
+- `motion` (the temporal task, our SSv2 analogue): translation direction, orbit sense (a clockwise vs
+  counter-clockwise circular path), growing vs shrinking, fading in vs out; optional classes add diagonal
+  directions, spinning in place and start/stop order (move-then-stop vs stop-then-move).
 
 Design rules that make motion a purely temporal property:
 - every motion class has its time-reversed twin as another class (`twin_motion`); a clip played backwards
@@ -20,14 +21,17 @@ Design rules that make motion a purely temporal property:
   object's position in any frame is uniform whatever the motion;
 - the time-mixture of the per-frame state is the same for every class: when a class does not drive a
   bounded factor (rotation, scale, opacity), the clip holds that factor at a random constant drawn from
-  exactly the values the driving class sweeps through. A randomly chosen frame, and therefore any
-  time-averaged per-frame statistic, has the same distribution for all motion classes; only the order of
-  the frames tells them apart (tests/test_synthetic.py checks this with linear probes);
+  exactly the values the driving class sweeps through (a factor no class drives stays fixed). A randomly
+  chosen frame, and therefore any time-averaged per-frame statistic, has the same distribution for all
+  motion classes; only the order of the frames tells them apart (tests/test_synthetic.py checks this with
+  linear probes);
 - backgrounds are smooth and low-amplitude with little pixel noise, so that masked reconstruction is about
   the object, not about unpredictable background (a busy background made a tiny MAE learn nothing about
   appearance in a prototype of this benchmark);
-- motions are large (default 2 px/frame at 32 px: the object crosses the frame once in 16 frames; 0.7-1.1
-  px/frame was too weak for a laptop-scale video teacher in the prototype).
+- motions are large (default 2 px/frame at 32 px: a translating object crosses the frame once in 16 frames,
+  an orbiting one runs a full circle; the size doubles or halves; opacity goes 0.5 <-> 1.0). 0.7-1.1 px/frame
+  was too weak for a laptop-scale video teacher in the prototype; for the same reason spinning in place,
+  whose glyph tips move only ~1 px/frame at 120 degrees per clip, is optional rather than a default class.
 
 Everything is deterministic from (seed, split, index) alone: `np.random.default_rng([seed, split_id, index])`,
 so teacher features can be cached per clip and splits hold disjoint instances by construction. The
@@ -64,13 +68,16 @@ EVAL_SPLITS = ("val", "test")  # these draw glyph bitmaps from the held-out pool
 # ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Motion:
-    """One motion class. Translation moves by `direction * speed * profile(t - t_mid)` pixels; a `factor`
-    motion drives rotation, log-scale or opacity by `sign * total * (t - t_mid) / (T - 1)`."""
+    """One motion class (t' = t - t_mid, frames counted from the clip midpoint):
+    - translation moves the object by `direction * speed * profile(t')` pixels;
+    - an orbit moves it around a circle, angle `orbit * 2 pi t' / T`, at `speed` pixels per frame;
+    - a `factor` motion drives rotation, log-scale or opacity by `sign * total * t' / (T - 1)`."""
 
     name: str
     twin: str  # the class this one becomes when played backwards
     direction: tuple[float, float] = (0.0, 0.0)  # (dx, dy) per unit of speed, image axes (y points down)
     profile: Literal["linear", "move_stop", "stop_move"] = "linear"  # translation timing
+    orbit: int = 0  # +1 clockwise / -1 counter-clockwise circular path (as seen on screen), 0: none
     factor: Literal["", "rotation", "scale", "opacity"] = ""  # the bounded factor this class drives
     sign: int = 0  # +1 / -1 for factor motions
 
@@ -81,13 +88,15 @@ MOTIONS: dict[str, Motion] = {m.name: m for m in [
     Motion("left", "right", direction=(-1.0, 0.0)),
     Motion("down", "up", direction=(0.0, 1.0)),
     Motion("up", "down", direction=(0.0, -1.0)),
-    Motion("rotate_cw", "rotate_ccw", factor="rotation", sign=1),  # clockwise as seen on screen
-    Motion("rotate_ccw", "rotate_cw", factor="rotation", sign=-1),
+    Motion("orbit_cw", "orbit_ccw", orbit=1),  # a full circle per T frames, clockwise on screen
+    Motion("orbit_ccw", "orbit_cw", orbit=-1),
     Motion("grow", "shrink", factor="scale", sign=1),
     Motion("shrink", "grow", factor="scale", sign=-1),
     Motion("fade_in", "fade_out", factor="opacity", sign=1),
     Motion("fade_out", "fade_in", factor="opacity", sign=-1),
     # optional classes (not in the default set)
+    Motion("rotate_cw", "rotate_ccw", factor="rotation", sign=1),  # spin in place, clockwise on screen
+    Motion("rotate_ccw", "rotate_cw", factor="rotation", sign=-1),
     Motion("down_right", "up_left", direction=(_D, _D)),
     Motion("up_left", "down_right", direction=(-_D, -_D)),
     Motion("down_left", "up_right", direction=(-_D, _D)),
@@ -97,7 +106,7 @@ MOTIONS: dict[str, Motion] = {m.name: m for m in [
     Motion("left_then_stop", "start_then_right", direction=(-1.0, 0.0), profile="move_stop"),
     Motion("start_then_right", "left_then_stop", direction=(1.0, 0.0), profile="stop_move"),
 ]}
-DEFAULT_MOTIONS: tuple[str, ...] = ("right", "left", "down", "up", "rotate_cw", "rotate_ccw",
+DEFAULT_MOTIONS: tuple[str, ...] = ("right", "left", "down", "up", "orbit_cw", "orbit_ccw",
                                     "grow", "shrink", "fade_in", "fade_out")
 
 APPEARANCES: tuple[str, ...] = tuple(f"digit_{d}" for d in range(10)) + (
@@ -119,21 +128,23 @@ class SyntheticConfig:
     num_appearance: int = 16  # appearance classes: the first n of APPEARANCES (10 digits, then 6 shapes)
     motions: tuple[str, ...] = DEFAULT_MOTIONS  # motion classes (names from MOTIONS), label = position here
     speed: float | None = None  # translation speed in px/frame; None: short side / 16 (2 px/frame at 32 px)
-    rotation: float = 120.0  # degrees turned over the clip by rotate_cw/ccw (+-60 deg at the ends)
+    rotation: float = 120.0  # degrees turned over the clip by the optional rotate_cw/ccw (+-60 at the ends)
     growth: float = 2.0  # size ratio last/first frame for grow (shrink: its inverse)
     fade: float = 0.5  # opacity change over the clip for fade_in/out (0.5 -> 1.0 around a 0.75 midpoint)
     object_size: float | None = None  # glyph box side in px at mid-clip; None: short side / 2 (16 px at 32)
     num_objects: int = 1  # objects per clip; they share the clip's appearance and motion labels
     bg_amplitude: float = 0.12  # peak deviation of the smooth background from its base colour (0..1 scale)
     noise: float = 0.01  # std of i.i.d. per-pixel Gaussian noise (0..1 scale)
-    jitter: float = 0.2  # relative per-clip jitter of speed, size and the other motion magnitudes
+    jitter: float = 0.2  # relative per-clip jitter of translation speed and object size
     heldout_glyphs: bool = True  # val/test draw glyph bitmaps from a pool the other splits never see
     image_variety: float = 1.5  # stills widen the clips' rotation, scale, opacity and background ranges by this
     seed: int = 0  # benchmark seed; a clip is a function of (seed, split, index) only
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "motions", tuple(self.motions))  # accept lists (e.g. from JSON)
         if self.frames < 1 or self.height < 8 or self.width < 8:
-            raise ValueError(f"need frames >= 1 and height, width >= 8; got {self.frames}x{self.height}x{self.width}")
+            raise ValueError(f"need frames >= 1 and height, width >= 8; "
+                             f"got {self.frames}x{self.height}x{self.width}")
         if not 2 <= self.num_appearance <= len(APPEARANCES):
             raise ValueError(f"num_appearance must be in [2, {len(APPEARANCES)}], got {self.num_appearance}")
         unknown = [m for m in self.motions if m not in MOTIONS]
@@ -253,8 +264,9 @@ class GlyphBank:
 
 @functools.lru_cache(maxsize=1)
 def glyph_bank() -> GlyphBank:
-    """The glyph bank, built once per process: 1797 digits (every 5th held out) and 128 jittered variants of
-    each shape (every 5th held out). Shape jitter uses a fixed seed: the bank is part of the benchmark."""
+    """The glyph bank, built once per process: 1797 digits and 128 jittered variants of each shape; every 5th
+    bitmap of each class is held out for the val/test splits. Shape jitter uses a fixed seed: the bank is
+    part of the benchmark."""
     from sklearn.datasets import load_digits  # ships with scikit-learn, no download
 
     digits = load_digits()
@@ -264,7 +276,10 @@ def glyph_bank() -> GlyphBank:
     smooth = sum(pad[:, i:i + 16, j:j + 16] for i in range(3) for j in range(3)) / 9.0  # 3x3 box blur
     bitmaps = [np.clip(smooth * 1.3, 0, 1)]
     labels = [digits.target.astype(np.int64)]
-    heldout = [np.arange(len(img)) % 5 == 0]
+    rank = np.zeros(len(img), dtype=np.int64)  # position of each bitmap among those of its class
+    for d in range(10):
+        rank[digits.target == d] = np.arange(int((digits.target == d).sum()))
+    heldout = [rank % 5 == 0]
     rng = np.random.default_rng(20230601)
     for name in APPEARANCES[10:]:
         label = APPEARANCES.index(name)
@@ -295,7 +310,8 @@ class ObjectSpec:
     angle: float  # degrees at the midpoint
     log_scale: float  # log of the box-size multiplier at the midpoint
     opacity: float  # opacity at the midpoint
-    speed: float  # translation speed in px/frame (used by translation classes)
+    speed: float  # translation / orbit speed in px/frame
+    orbit_phase: float  # radians, where on its circle an orbiting object is at the midpoint
     aspect: float  # width/height stretch of the glyph
     shear: float  # horizontal slant
     threshold: float  # stroke weight: bitmap level mapped to half coverage (lower = bolder)
@@ -305,7 +321,9 @@ class ObjectSpec:
     texture_freq: float  # cycles per glyph box
     texture_angle: float  # radians
     texture_phase: float  # radians
-    hold: tuple[float, float, float]  # (rotation, scale, opacity) offsets in [-0.5, 0.5] held when not driven
+    hold: tuple[float, float, float]  # (rotation, scale, opacity) offsets held when not driven: on the
+    # trajectory's grid in [-0.5, 0.5] for clips, uniform in +-image_variety / 2 for stills; 0 for a factor
+    # that no class of cfg.motions drives
 
 
 @dataclass(frozen=True)
@@ -322,14 +340,14 @@ class ClipSpec:
 
 
 def _pick_colours(rng: np.random.Generator, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Object colour at least 0.6 from the background (RGB distance), second colour 0.2-0.5 from the first
+    """Object colour at least 0.6 from the background (RGB distance), second colour 0.15-0.35 from the first
     and 0.45 from the background. A fixed number of draws keeps the generator's stream aligned."""
     cand = rng.uniform(0.0, 1.0, size=(16, 3))
     ok = np.linalg.norm(cand - bg, axis=1) >= 0.6
     c1 = cand[int(np.argmax(ok))] if ok.any() else np.where(bg > 0.5, 0.05, 0.95)
     cand2 = rng.uniform(0.0, 1.0, size=(16, 3))
     d1, d_bg = np.linalg.norm(cand2 - c1, axis=1), np.linalg.norm(cand2 - bg, axis=1)
-    ok2 = (d1 >= 0.2) & (d1 <= 0.5) & (d_bg >= 0.45)
+    ok2 = (d1 >= 0.15) & (d1 <= 0.35) & (d_bg >= 0.45)
     c2 = cand2[int(np.argmax(ok2))] if ok2.any() else c1
     return c1, c2
 
@@ -371,6 +389,8 @@ def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
         waves[k] = (kx, ky, rng.uniform(0, 2 * math.pi), *amp)
 
     heldout = (split in EVAL_SPLITS) if cfg.heldout_glyphs else None
+    driven = {MOTIONS[m].factor for m in cfg.motions}
+    active = [f in driven for f in ("rotation", "scale", "opacity")]
     pool = glyph_bank().pool(appearance, heldout)
     objects = []
     for _ in range(cfg.num_objects):
@@ -382,6 +402,7 @@ def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
             log_scale=float(rng.uniform(-j, j) * 0.75 * v),
             opacity=float(0.75 + rng.uniform(-0.03, 0.03)),
             speed=float(cfg.speed_px * (1 + rng.uniform(-j, j))),
+            orbit_phase=float(rng.uniform(0, 2 * math.pi)),
             aspect=float(math.exp(rng.uniform(-0.15, 0.15) * v)),
             shear=float(rng.uniform(-0.15, 0.15) * v),
             threshold=float(rng.uniform(0.25, 0.45)),
@@ -391,7 +412,7 @@ def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
             texture_freq=float(rng.uniform(1.5, 3.0) * (v if still else 1.0)),
             texture_angle=float(rng.uniform(0, math.pi)),
             texture_phase=float(rng.uniform(0, 2 * math.pi)),
-            hold=tuple(_hold_offset(rng, frames, v if still else None) for _ in range(3)),
+            hold=tuple(_hold_offset(rng, frames, v if still else None) * on for on in active),
         ))
     return ClipSpec(appearance, motion, frames, tuple(float(c) for c in bg), waves, tuple(objects),
                     noise_seed=int(rng.integers(2**63 - 1)))
@@ -412,6 +433,12 @@ def _trajectory(obj: ObjectSpec, motion: Motion | None, cfg: SyntheticConfig, fr
             driven = motion.sign * tau
             rot, scale, opac = (driven if f == motion.factor else x
                                 for f, x in zip(("rotation", "scale", "opacity"), (rot, scale, opac)))
+        elif motion.orbit:
+            omega = 2 * math.pi / frames  # one full turn per T frames
+            radius = obj.speed / omega  # so that the object covers `speed` px per frame (chord ~ arc)
+            phi = obj.orbit_phase + motion.orbit * omega * t
+            cx = cx + radius * np.cos(phi)
+            cy = cy + radius * np.sin(phi)
         elif motion.direction != (0.0, 0.0):
             prof = {"linear": t, "move_stop": np.minimum(t, 0), "stop_move": np.maximum(t, 0)}[motion.profile]
             cx = cx + motion.direction[0] * obj.speed * prof

@@ -27,7 +27,7 @@ and `transforms.py` (GroupMultiScaleTwoResizedCrop); mvd_reference.md sections 5
   up front) or pass `log_path` to have every worker append its findings to one JSON-lines file.
 
 Decoded frames can go through a `ClipCache` (mvd_lib/clip_cache.py): "video" mode decodes each video once
-(all frames, short side resized to `cache_short_side`) and cuts every later clip from that entry; "clip" mode
+(all frames, short side resized to `decode_short_side`) and cuts every later clip from that entry; "clip" mode
 caches only the fixed validation / test clips, for datasets too large to keep whole.
 
 Items are dicts: {"video": [C, T, H, W] normalized with ImageNet mean/std, "label", "index"} (test mode adds
@@ -340,7 +340,7 @@ class _VideoListDataset(Dataset):
 
     def __init__(self, list_path: str | Path, num_classes: int | None, root: str | Path | None, seed: int,
                  min_frames: int, strict: bool, min_bytes: int, cache: ClipCache | None,
-                 cache_short_side: int | None, cache_mode: str, log_path: str | Path | None,
+                 decode_short_side: int | None, cache_mode: str, log_path: str | Path | None,
                  pre_transform: Callable[[torch.Tensor], torch.Tensor] | None):
         if cache_mode not in ("video", "clip"):
             raise ValueError(f"cache_mode must be 'video' or 'clip', got {cache_mode!r}")
@@ -349,7 +349,7 @@ class _VideoListDataset(Dataset):
         self.num_classes = num_classes
         self.seed, self.epoch = seed, 0
         self.min_frames, self.strict, self.min_bytes = min_frames, strict, min_bytes
-        self.cache, self.cache_short_side, self.cache_mode = cache, cache_short_side, cache_mode
+        self.cache, self.decode_short_side, self.cache_mode = cache, decode_short_side, cache_mode
         self.log_path = Path(log_path) if log_path is not None else None
         self.pre_transform = pre_transform
         self.bad_inputs = BadInputSummary()
@@ -396,7 +396,7 @@ class _VideoListDataset(Dataset):
         return meta
 
     def _frames(self, vid: int, indices: np.ndarray, fixed: bool) -> np.ndarray:
-        """uint8 `[len(indices), H, W, 3]` of video `vid` (short side resized to `cache_short_side` if set).
+        """uint8 `[len(indices), H, W, 3]` of video `vid` (short side resized to `decode_short_side` if set).
 
         With a cache in "video" mode every frame is decoded once into one entry and any clip is read from it;
         in "clip" mode only `fixed` (validation / test) clips are cached, keyed by their frame indices, and
@@ -404,15 +404,15 @@ class _VideoListDataset(Dataset):
         path = self.records[vid].path
 
         def decode(idx: Sequence[int]) -> np.ndarray:
-            return resize_frames_uint8(read_frames(path, idx, self.min_bytes), self.cache_short_side)
+            return resize_frames_uint8(read_frames(path, idx, self.min_bytes), self.decode_short_side)
 
         if self.cache is None or (self.cache_mode == "clip" and not fixed):
             return decode(indices)
         if self.cache_mode == "clip":
             return np.array(self.cache.get_or_create(path, lambda: decode(indices), indices=indices,
-                                                     size=self.cache_short_side))  # copy out of the memmap
-        n = self._meta(path)["num_frames"]
-        video = self.cache.get_or_create(path, lambda: decode(range(n)), indices=None, size=self.cache_short_side)
+                                                     size=self.decode_short_side))  # copy out of the memmap
+        n = self._metas[vid]["num_frames"]  # set by _check
+        video = self.cache.get_or_create(path, lambda: decode(range(n)), indices=None, size=self.decode_short_side)
         return video[indices]  # fancy indexing copies out of the memmap
 
     def _load(self, index: int, vid: int,
@@ -456,20 +456,42 @@ class _VideoListDataset(Dataset):
         return T.frames_to_float(x)
 
 
+_COMMON_ARGS = """
+    root: folder the list's relative paths start from (default: the list's folder).
+    seed: with `set_epoch(epoch)` and the item index, seeds every random choice of an item.
+    strict: raise BadVideoError on the first bad video instead of recording it and moving on.
+    min_bytes: files smaller than this are "too_small" (the reference skips files under 1 KB).
+    min_frames: videos with fewer frames are "too_short" (default: the frames a clip takes).
+    cache: a ClipCache for decoded frames; cache_mode "video" (decode each video once, whole) or "clip"
+        (cache only the fixed validation / test clips).
+    decode_short_side: resize decoded frames to this short side right away (what the cache stores; also
+        makes later crops cheaper). None keeps the decoded size.
+    log_path: JSON-lines file every process appends its bad-video findings to (`BadInputSummary.from_log`).
+    pre_transform: applied to the uint8 frames `[T, H, W, C]` (torch) before any crop, e.g. RandAugment."""
+
+
 class VideoClsDataset(_VideoListDataset):
-    """Video classification from a `path label` list (K400 / UCF101 / HMDB51 dense, SSv2 segment sampling).
+    __doc__ = """Video classification from a `path label` list (dense sampling for K400 / UCF101 / HMDB51,
+    segment sampling for SSv2).
 
     mode "train": random clip, random resized crop (scale (0.08, 1)), optional flip -> item {"video", "label",
     "index"}; "val": centre clip, short side -> `short_side`, centre crop; "test": `test_clips` x `test_crops`
     views per video (len = videos x views, ordered clip-major like the reference), items add "clip" and "crop".
-    `video: [C, clip_len or num_segments, crop_size, crop_size]`, normalized."""
+    `video: [C, clip_len, crop_size, crop_size]`, normalized.
+
+    list_path, num_classes: the annotation list and its class count (labels outside raise AnnotationError).
+    sampling: "dense" (clip_len frames spread over clip_len * stride) or "segment" (clip_len segments, one
+        frame each; stride unused).
+    crop_size: output side; short_side: validation resize (default crop_size); test views resize the short
+        side to crop_size.
+    flip, scale: training flip (off for SSv2) and random-resized-crop area range.""" + _COMMON_ARGS
 
     def __init__(self, list_path: str | Path, num_classes: int, mode: Literal["train", "val", "test"] = "train",
                  sampling: Literal["dense", "segment"] = "dense", clip_len: int = 16, stride: int = 4,
                  crop_size: int = 224, short_side: int | None = None, test_clips: int = 5, test_crops: int = 3,
                  flip: bool = True, scale: tuple[float, float] = (0.08, 1.0), root: str | Path | None = None,
                  seed: int = 0, strict: bool = False, min_bytes: int = 1024, min_frames: int | None = None,
-                 cache: ClipCache | None = None, cache_short_side: int | None = None,
+                 cache: ClipCache | None = None, decode_short_side: int | None = None,
                  cache_mode: Literal["video", "clip"] = "video", log_path: str | Path | None = None,
                  pre_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if mode not in ("train", "val", "test"):
@@ -477,7 +499,7 @@ class VideoClsDataset(_VideoListDataset):
         if sampling not in ("dense", "segment"):
             raise ValueError(f"sampling must be 'dense' or 'segment', got {sampling!r}")
         super().__init__(list_path, num_classes, root, seed, clip_len if min_frames is None else min_frames,
-                         strict, min_bytes, cache, cache_short_side, cache_mode, log_path, pre_transform)
+                         strict, min_bytes, cache, decode_short_side, cache_mode, log_path, pre_transform)
         self.mode, self.sampling, self.clip_len, self.stride = mode, sampling, clip_len, stride
         self.crop_size, self.short_side = crop_size, short_side if short_side is not None else crop_size
         self.test_clips, self.test_crops = test_clips, test_crops
@@ -541,20 +563,24 @@ class VideoClsDataset(_VideoListDataset):
 
 
 class VideoPretrainDataset(_VideoListDataset):
-    """Unlabeled pretraining clips (kinetics.py VideoDistillation + GroupMultiScaleTwoResizedCrop): 16 frames
-    at stride 4 from a random start; one multi-scale crop resized for the student and for the teacher.
+    __doc__ = """Unlabeled pretraining clips (kinetics.py VideoDistillation + GroupMultiScaleTwoResizedCrop): 16
+    frames at stride 4 from a random start; one multi-scale crop resized for the student and for the teacher.
     Item: {"video": [C, T, input_size, input_size], "teacher_video": [C, T, teacher_size, teacher_size],
-    "index"}. List labels are read but not returned (any integer is accepted)."""
+    "index"}. List labels are read but not returned (any integer is accepted).
+
+    input_size / teacher_size: student and teacher view sides (teacher default: input_size; e.g. 196 for an
+        H/14 image teacher under a 224 student).
+    scales: multi-scale crop sides as fractions of the short side.""" + _COMMON_ARGS
 
     def __init__(self, list_path: str | Path, clip_len: int = 16, stride: int = 4, input_size: int = 224,
                  teacher_size: int | None = None, scales: Sequence[float] = T.PRETRAIN_SCALES,
                  root: str | Path | None = None, seed: int = 0, strict: bool = False, min_bytes: int = 1024,
                  min_frames: int | None = None, cache: ClipCache | None = None,
-                 cache_short_side: int | None = None, cache_mode: Literal["video", "clip"] = "video",
+                 decode_short_side: int | None = None, cache_mode: Literal["video", "clip"] = "video",
                  log_path: str | Path | None = None,
                  pre_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__(list_path, None, root, seed, clip_len if min_frames is None else min_frames, strict,
-                         min_bytes, cache, cache_short_side, cache_mode, log_path, pre_transform)
+                         min_bytes, cache, decode_short_side, cache_mode, log_path, pre_transform)
         self.clip_len, self.stride, self.input_size = clip_len, stride, input_size
         self.teacher_size = teacher_size if teacher_size is not None else input_size
         self.scales = tuple(scales)

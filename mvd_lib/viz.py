@@ -12,12 +12,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from mvd_lib import transforms as T
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from mvd_lib.synthetic import SyntheticConfig
 
 FIGURES_ENV = "MVD_FIGURES_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +54,7 @@ def to_uint8_frames(video: np.ndarray | torch.Tensor, normalized: bool = True) -
 
 def frame_strip(video: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
                 labels: str | Sequence[str] | None = None, title: str | None = None, max_frames: int = 16,
-                normalized: bool = True, frame_size: float = 0.8, show_time: bool = True):
+                normalized: bool = True, frame_size: float = 0.8, show_time: bool = True) -> "Figure":
     """A matplotlib figure with one row of frames per clip.
 
     video: one clip or a list of clips (same frame count not required); layouts as in `to_uint8_frames`.
@@ -88,7 +93,7 @@ def frame_strip(video: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.T
     return fig
 
 
-def synthetic_gallery(cfg=None, split: str = "train", max_frames: int = 8):
+def synthetic_gallery(cfg: "SyntheticConfig | None" = None, split: str = "train", max_frames: int = 8) -> "Figure":
     """Frame strip of one synthetic clip per motion class (rows), appearances cycling through the classes,
     each row labelled "appearance / motion". `cfg`: a SyntheticConfig (default settings when None)."""
     from mvd_lib import synthetic as S
@@ -128,7 +133,7 @@ def resolve_figures_dir(figures_dir: str | Path | None = None) -> Path:
     return Path(env) if env else REPO_ROOT / "figures"
 
 
-def save_figure(fig, name: str, figures_dir: str | Path | None = None, dpi: int = 100) -> Path:
+def save_figure(fig: "Figure", name: str, figures_dir: str | Path | None = None, dpi: int = 100) -> Path:
     """Save `fig` as `<figures dir>/<name>.png` (the one place figures are written) and return the path.
 
     `name` is a plain file name ("synthetic_strip" or "synthetic_strip.png"): letters, digits, `_`, `-`, `.`.

@@ -73,7 +73,9 @@ def test_seed_split_and_index_change_the_clip():
 
 def test_eval_splits_use_held_out_glyphs():
     bank = S.glyph_bank()
-    assert bank.heldout.any() and (~bank.heldout).any()
+    for label in range(len(S.APPEARANCES)):  # every class keeps ~1/5 of its bitmaps for val/test
+        held, kept = len(bank.pool(label, True)), len(bank.pool(label, False))
+        assert 0.18 < held / (held + kept) < 0.22 and held >= 25
     for split, heldout in [("pretrain", False), ("train", False), ("images", False), ("val", True), ("test", True)]:
         glyphs = [o.glyph for i in range(60) for o in S.sample_spec(CFG, split, i).objects]
         assert all(bank.heldout[g] == heldout for g in glyphs), split
@@ -197,12 +199,14 @@ def test_every_frame_shows_the_whole_object():
 
 def test_random_frame_has_the_same_state_law_for_every_class():
     """The time-mixture of the bounded factors: pooled over clips and frames, the rotation / scale / opacity
-    offsets of each class have the same mean and spread (twins exactly; families within sampling error)."""
-    per_class: dict[int, list[np.ndarray]] = {m: [] for m in range(CFG.num_motions)}
-    for index in range(3000):
-        spec = S.sample_spec(CFG, "train", index)
-        motion = S.MOTIONS[CFG.motions[spec.motion]]
-        _, _, angle, box, opacity = S._trajectory(spec.objects[0], motion, CFG, CFG.frames)
+    offsets of each class have the same mean and spread (twins exactly; families within sampling error).
+    Spinning in place is added to the default classes so that all three bounded factors are driven."""
+    cfg = S.SyntheticConfig(motions=S.DEFAULT_MOTIONS + ("rotate_cw", "rotate_ccw"))
+    per_class: dict[int, list[np.ndarray]] = {m: [] for m in range(cfg.num_motions)}
+    for index in range(3600):
+        spec = S.sample_spec(cfg, "train", index)
+        motion = S.MOTIONS[cfg.motions[spec.motion]]
+        _, _, angle, box, opacity = S._trajectory(spec.objects[0], motion, cfg, cfg.frames)
         state = np.stack([np.rad2deg(angle) - spec.objects[0].angle, np.log(box), opacity], 1)  # [T, 3]
         per_class[spec.motion].append(state)
     stats = np.array([[np.concatenate(v).mean(0), np.concatenate(v).std(0)] for v in per_class.values()])
@@ -212,6 +216,19 @@ def test_random_frame_has_the_same_state_law_for_every_class():
 
 
 # ---------------------------------------------------------------------------------------------- datasets
+def test_undriven_factor_stays_fixed():
+    """Without spinning classes (the default) no clip varies its orientation: the rotation offset is held at 0."""
+    assert "rotate_cw" not in CFG.motions
+    holds = []
+    for index in range(200):
+        spec = S.sample_spec(CFG, "train", index)
+        holds.append(spec.objects[0].hold)
+        _, _, angle, _, _ = S._trajectory(spec.objects[0], S.MOTIONS[CFG.motions[spec.motion]], CFG, CFG.frames)
+        assert np.allclose(angle, angle[0])
+    holds = np.array(holds)
+    assert np.all(holds[:, 0] == 0) and np.any(holds[:, 1] != 0) and np.any(holds[:, 2] != 0)
+
+
 def test_clip_dataset_items_and_tasks():
     video, a, m = S.make_clip(CFG, "train", 2)
     for task, label in [("appearance", a), ("motion", m)]:

@@ -322,9 +322,9 @@ def test_dataset_cache_decodes_once(tmp_path, mode):
     assert len(cache) == entries and cache.misses == entries and cache.hits >= len(ds)
 
 
-def test_cache_short_side_stores_smaller_frames(tmp_path):
+def test_decode_short_side_stores_smaller_frames(tmp_path):
     cache = ClipCache(tmp_path / "cache")
-    ds = V.VideoPretrainDataset(SAMPLES_DIR / "val.csv", input_size=16, cache=cache, cache_short_side=24)
+    ds = V.VideoPretrainDataset(SAMPLES_DIR / "val.csv", input_size=16, cache=cache, decode_short_side=24)
     assert ds[0]["video"].shape == (3, 16, 16, 16)
     (entry,) = list((tmp_path / "cache").glob("*/*.npy"))
     assert np.load(entry, mmap_mode="r").shape == (64, 24, 32, 3)
