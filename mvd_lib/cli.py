@@ -79,17 +79,29 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from mvd_lib.bench import bench_distill, bench_run
+    from mvd_lib.runs import ConfigError
 
+    if args.run == "distill-step" and args.preset not in PRESETS:
+        print(f"error: unknown model preset {args.preset!r}; choose one of {sorted(PRESETS)} "
+              "(or give --run VERB with a run preset)", file=sys.stderr)
+        return 2
+    try:
+        result = _bench(args, bench_distill, bench_run)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.json())
+    return 0
+
+
+def _bench(args: argparse.Namespace, bench_distill, bench_run):
     if args.run == "distill-step":
-        result = bench_distill(
+        return bench_distill(
             args.preset, device=args.device, batch=args.batch, teacher=args.teacher, dtype=args.dtype,
             attention=args.attention, steps=args.steps, warmup=args.warmup, checkpointing=args.checkpointing,
         )
-    else:
-        result = bench_run(args.run, args.preset, device=args.device, batch=args.batch, dtype=args.dtype,
-                           attention=args.attention, steps=args.steps, warmup=args.warmup, overrides=args.set)
-    print(result.json())
-    return 0
+    return bench_run(args.run, args.preset, device=args.device, batch=args.batch, dtype=args.dtype,
+                     attention=args.attention, steps=args.steps, warmup=args.warmup, overrides=args.set)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

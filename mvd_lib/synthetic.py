@@ -582,6 +582,9 @@ class SyntheticClips(Dataset):
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
         self.split, self.num_clips, self.cfg, self.task, self.transform = split, num_clips, cfg, task, transform
+        # an item is a function of (cfg, split, index) alone unless a transform adds randomness: teacher features
+        # of such a set can be cached once (target_cache.py)
+        self.deterministic = transform is None
         self._memo = _Memo(num_clips, (cfg.frames, cfg.height, cfg.width, 3)) if cache else None
 
     def __len__(self) -> int:
@@ -654,6 +657,7 @@ class SyntheticImages(Dataset):
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
         self.num_images, self.cfg, self.transform = num_images, cfg, transform
+        self.deterministic = transform is None
         self._memo = _Memo(num_images, (cfg.height, cfg.width, 3)) if cache else None
 
     def __len__(self) -> int:

@@ -270,7 +270,7 @@ class DistillTask(_TaskBase):
 
     def targets(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.cached is not None:
-            return self.cached.cached(batch["index"])
+            return self.cached(batch["index"])
         return teacher_targets(self.teachers, batch["video"], batch.get("teacher_video"))
 
     def loss(self, net: nn.Module, batch: dict, epoch: int):

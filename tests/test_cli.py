@@ -31,6 +31,10 @@ def test_bench_prints_one_json_line():
     assert rec["sec_per_step"] > 0 and rec["clips_per_s"] > 0 and rec["mfu"] is None
 
 
-def test_unknown_preset_is_rejected():
+def test_unknown_presets_are_rejected(capsys):
+    assert main(["bench", "--preset", "vit_gigantic"]) == 2
+    assert "unknown model preset 'vit_gigantic'" in capsys.readouterr().err
+    assert main(["bench", "--run", "finetune", "--preset", "gigantic"]) == 2
+    assert "unknown finetune preset 'gigantic'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["bench", "--preset", "vit_gigantic"])
+        main(["bench", "--run", "pretrain-audio", "--preset", "smoke"])
