@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from mvd_lib.config import PAPER_PRESETS, PRESETS, vit_config
+from mvd_lib.config import PRESETS
 from mvd_lib.flops import encoder_macs
 from mvd_lib.masking import num_masked
 

@@ -232,7 +232,6 @@ class Trainer:
                    disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
         self.task.model.train()
         while self.state.epoch < self.optim.epochs:
-            t_epoch = time.perf_counter()
             batches = iter(self._loader())
             while self.state.batch_in_epoch < self.steps_per_epoch:
                 t0 = time.perf_counter()

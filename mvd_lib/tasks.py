@@ -12,24 +12,21 @@ batch composition, worker count or world size: a resumed run and a 2-process run
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from mvd_lib import devices
-from mvd_lib.augment import AugmentedClips, MixupCutmix, batch_generator, smoothed_targets, soft_target_cross_entropy
+from mvd_lib.augment import MixupCutmix, batch_generator, smoothed_targets, soft_target_cross_entropy
 from mvd_lib.build import build_student
 from mvd_lib.checkpoint import load_checkpoint
 from mvd_lib.classifier import VideoClassifier
-from mvd_lib.config import (DEFAULT_TEACHER, DecoderConfig, ViTConfig, image_teacher_config, mae_decoder_config,
-                            mvd_decoder_config, video_teacher_config, videomae_decoder_config, vit_config)
+from mvd_lib.config import (DecoderConfig, ViTConfig, mae_decoder_config,
+                            videomae_decoder_config, vit_config)
 from mvd_lib.distill import MVDLoss, mvd_loss, teacher_targets
 from mvd_lib.engine import OptimConfig
 from mvd_lib.flops import block_macs, decoder_macs, encoder_macs, image_encoder_macs, student_macs
@@ -37,12 +34,11 @@ from mvd_lib.losses import distillation_loss, image_pixel_targets, pixel_loss, v
 from mvd_lib.mae import ImageViT, MAEPretrain
 from mvd_lib.masking import gather_masked, num_masked, random_mask, tube_mask
 from mvd_lib.optim import param_groups
-from mvd_lib.recipes import (DataSpec, DistillConfig, EvaluateConfig, FinetuneConfig, ModelSpec, PretrainImageConfig,
-                             PretrainVideoConfig, ProbeConfig)
+from mvd_lib.recipes import (DataSpec, DistillConfig, FinetuneConfig, ModelSpec)
 from mvd_lib.runs import ConfigError
-from mvd_lib.student import MVDStudent, TokenDistillStudent
-from mvd_lib.synthetic import SyntheticClips, SyntheticImages
-from mvd_lib.teachers import FrozenTeacher, ImageTeacher, VideoTeacher
+from mvd_lib.student import TokenDistillStudent
+from mvd_lib.synthetic import SyntheticClips
+from mvd_lib.teachers import FrozenTeacher
 from mvd_lib.videomae import VideoMAEPretrain, videomae_encoder
 from mvd_lib.vit import VideoViT
 
@@ -68,10 +64,6 @@ def sample_masks(indices: torch.Tensor, epoch: int, seed: int, grid: tuple[int, 
 
 
 # ------------------------------------------------------------------------------------------------ data
-def synthetic_geometry(data: DataSpec, model: ModelSpec):
-    return data.synthetic
-
-
 def pretrain_clips(data: DataSpec, model: ModelSpec, teacher_size: int | None = None, seed: int = 0) -> Dataset:
     """Unlabeled clips for video pretraining and distillation."""
     if data.source == "synthetic":
@@ -152,8 +144,9 @@ def build_model(verb: str, cfg: Any, teacher_dims: dict[str, int] | None = None)
     raise ConfigError(f"{verb} runs have no model of their own")
 
 
-def encoder_from_run(verb: str, cfg: Any, model_path: Path, for_verb: str) -> nn.Module:
-    """The encoder of a finished run, loaded strictly from its model.pth, as the model type `for_verb` needs."""
+def encoder_from_run(verb: str, cfg: Any, model_path: Path) -> nn.Module:
+    """The encoder of a finished run (MAE image encoder, VideoMAE / MVD / finetuned video encoder), loaded
+    strictly from its model.pth; pretraining decoders and classifier heads are dropped by name."""
     if verb == "pretrain-image":
         model: nn.Module = ImageViT(image_vit_config(cfg.model), seed=None)
     elif verb == "pretrain-video":
@@ -337,12 +330,3 @@ class FinetuneTask(_TaskBase):
     def flops_per_sample(self) -> float:
         reps = max(1, self.cfg.augment.repeated_aug)
         return 2 * 3 * encoder_macs(self.model.cfg) * reps
-
-
-__all__ = [
-    "sample_masks", "sample_seed", "pretrain_clips", "labeled_clips", "num_classes_of", "build_model",
-    "encoder_from_run", "MAETask", "VideoMAETask", "DistillTask", "FinetuneTask", "EMATeacher", "image_vit_config",
-    "DEFAULT_TEACHER", "image_teacher_config", "video_teacher_config", "mvd_decoder_config", "ImageTeacher",
-    "VideoTeacher", "AugmentedClips", "devices", "copy", "F", "ProbeConfig", "EvaluateConfig", "PretrainImageConfig",
-    "PretrainVideoConfig", "SyntheticImages", "load_checkpoint", "TokenDistillStudent", "MVDStudent",
-]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import platform
 import time
@@ -28,7 +27,7 @@ from mvd_lib import devices, distributed
 from mvd_lib.augment import AugmentedClips
 from mvd_lib.checkpoint import load_checkpoint, save_checkpoint
 from mvd_lib.classifier import VideoClassifier
-from mvd_lib.config import DEFAULT_TEACHER, image_teacher_config, video_teacher_config, vit_config
+from mvd_lib.config import DEFAULT_TEACHER, image_teacher_config, video_teacher_config
 from mvd_lib.distributed import DistInfo
 from mvd_lib.engine import Trainer, write_json
 from mvd_lib.evaluate import evaluate
@@ -41,7 +40,7 @@ from mvd_lib.runs import (ARTIFACTS, DEFAULT_RUNS, ConfigError, Run, adopt_artif
 from mvd_lib.synthetic import SyntheticClips, SyntheticImages
 from mvd_lib.target_cache import CachedTargets
 from mvd_lib.tasks import (DistillTask, EMATeacher, FinetuneTask, MAETask, VideoMAETask, build_model,
-                           encoder_from_run, image_vit_config, labeled_clips, num_classes_of, pretrain_clips)
+                           encoder_from_run, labeled_clips, num_classes_of, pretrain_clips)
 from mvd_lib.teachers import ImageTeacher, VideoTeacher
 from mvd_lib.videomae import videomae_encoder
 from mvd_lib.vit import VideoViT
@@ -242,7 +241,7 @@ def load_teacher(branch: str, dep: Dependency, cfg: DistillConfig) -> nn.Module 
     if dep.kind == "none":
         return None
     if dep.kind == "run":
-        encoder = encoder_from_run(dep.run.verb, dep.run.config, dep.run.model_path, "distill")
+        encoder = encoder_from_run(dep.run.verb, dep.run.config, dep.run.model_path)
     else:
         arch = cfg.teacher_arch or DEFAULT_TEACHER[cfg.student.preset]
         if branch == "img":
@@ -307,8 +306,8 @@ def finetune_pos_embed(dep: Dependency) -> str:
 def run_finetune(cfg: FinetuneConfig, folder: Path, deps: dict, session: Session) -> dict:
     device, dtype = device_and_dtype(cfg)
     num_classes = cfg.num_classes or num_classes_of(cfg.data)
-    model = VideoClassifier(cfg.model.vit(), num_classes, fc_drop=cfg.fc_drop, seed=cfg.seed,
-                            pos_embed=finetune_pos_embed(deps["init"]))
+    pos_embed = finetune_pos_embed(deps["init"])
+    model = VideoClassifier(cfg.model.vit(), num_classes, fc_drop=cfg.fc_drop, seed=cfg.seed, pos_embed=pos_embed)
     init = _classifier_init(model, deps["init"], cfg.trust_checkpoints)
     train = labeled_clips(cfg.data, cfg.model, "train", seed=cfg.seed, train_aug=cfg.augment)
     aug = cfg.augment
@@ -324,13 +323,13 @@ def run_finetune(cfg: FinetuneConfig, folder: Path, deps: dict, session: Session
         return {"test": result.to_dict()}
 
     metrics = _train("finetune", cfg, folder, FinetuneTask(model, cfg), train, session, on_finish=on_finish)
-    metrics.update(init)
+    metrics.update(init, pos_embed=pos_embed)
     return metrics
 
 
 def probe_encoder(cfg: ProbeConfig, dep: Dependency) -> nn.Module:
     if dep.kind == "run":
-        return encoder_from_run(dep.run.verb, dep.run.config, dep.run.model_path, "probe")
+        return encoder_from_run(dep.run.verb, dep.run.config, dep.run.model_path)
     model = VideoViT(cfg.model.vit(), seed=cfg.seed)
     if dep.kind == "file":
         print(load_checkpoint(model, dep.path, trust_pickle=cfg.trust_checkpoints))
@@ -363,7 +362,7 @@ def run_evaluate(cfg: EvaluateConfig, folder: Path, deps: dict, session: Session
     if dep.kind == "run":
         if dep.run.verb != "finetune":
             raise ConfigError(f"evaluate needs a finetune run, got a {dep.run.verb} run")
-        pos = finetune_pos_embed(Dependency("run", run=_init_run(dep.run)))
+        pos = dep.run.metrics.get("pos_embed", "sincos3d")  # the table the classifier was finetuned with
     model = VideoClassifier(cfg.model.vit(), cfg.num_classes or num_classes_of(cfg.data), seed=cfg.seed, pos_embed=pos)
     path = dep.run.model_path if dep.kind == "run" else dep.path
     report = load_checkpoint(model, path, trust_pickle=cfg.trust_checkpoints)
@@ -376,14 +375,6 @@ def run_evaluate(cfg: EvaluateConfig, folder: Path, deps: dict, session: Session
     if bad is not None:
         out["bad_inputs"] = bad.to_dict()
     return out
-
-
-def _init_run(finetune_run: Run) -> Run:
-    """The run a finetune run started from (read from its config.json)."""
-    cfg = json.loads((finetune_run.dir / "config.json").read_text())
-    fp = cfg["dependencies"].get("init", "")
-    verb = fp.split(":")[1] if fp.startswith("run:") else ""
-    return Run(verb, "", "", finetune_run.dir, None)
 
 
 EXECUTORS: dict[str, Callable[..., dict]] = {

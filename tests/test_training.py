@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from mvd_lib import recipes
-from mvd_lib.checkpoint import atomic_save, read_checkpoint
+from mvd_lib.checkpoint import read_checkpoint
 from mvd_lib.engine import NonFiniteLossError, OptimConfig, Trainer
-from mvd_lib.runs import ConfigError
-from mvd_lib.workflow import EXECUTORS, Session, run_preset, train_or_load
+from mvd_lib.workflow import EXECUTORS, run_preset, train_or_load
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
