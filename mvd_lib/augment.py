@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
+from mvd_lib import transforms as T
 from mvd_lib.losses import IMAGENET_MEAN, IMAGENET_STD
 
 # --------------------------------------------------------------------------------------------- config
@@ -359,25 +360,9 @@ def _size2(size: int | Sequence[int]) -> tuple[int, int]:
 
 def crop_params(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
                 generator: torch.Generator) -> tuple[int, int, int, int]:
-    """Inception-style crop box (top, left, h, w): area ~ U(scale) * H W, aspect w/h log-uniform in `ratio`,
-    10 tries, then a centre crop at the nearest allowed aspect (the reference's `_get_param_spatial_crop`)."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = _uniform(generator, scale[0], scale[1]) * area
-        aspect = math.exp(_uniform(generator, *log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return _randint(generator, 0, height - h), _randint(generator, 0, width - w), h, w
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        h, w = height, width
-    return (height - h) // 2, (width - w) // 2, h, w
+    """Inception-style crop box (top, left, h, w) drawn from a torch Generator (transforms.crop_box)."""
+    return T.crop_box(height, width, scale, ratio, lambda lo, hi: _uniform(generator, lo, hi),
+                      lambda lo, hi: _randint(generator, lo, hi))
 
 
 def resize(clip: torch.Tensor, out_size: int | Sequence[int]) -> torch.Tensor:

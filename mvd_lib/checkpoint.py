@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,6 +29,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from mvd_lib.atomic import atomic_write
 from mvd_lib.classifier import VideoClassifier
 from mvd_lib.mae import ImageViT, MAEPretrain
 from mvd_lib.student import MVDStudent, TokenDistillStudent
@@ -300,18 +300,5 @@ def save_checkpoint(
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path` (atomic.py)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from mvd_lib.atomic import atomic_write
 
 CACHE_VERSION = 1  # bump to invalidate every entry when the stored layout changes
 
@@ -33,23 +33,6 @@ def file_identity(path: str | Path) -> dict[str, Any]:
     p = Path(path).resolve()
     st = p.stat()
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _atomic_write(target: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 class ClipCache:
@@ -95,7 +78,7 @@ class ClipCache:
         if array.dtype != np.uint8:
             raise TypeError(f"the clip cache stores uint8 frames, got {array.dtype}")
         path = self.entry_path(key)
-        _atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+        atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
         return np.load(path, mmap_mode="r")
 
     def get_or_create(self, video_path: str | Path, make: Callable[[], np.ndarray],
@@ -120,7 +103,7 @@ class ClipCache:
 
     def put_meta(self, video_path: str | Path, meta: Mapping[str, Any]) -> None:
         text = json.dumps(dict(meta), sort_keys=True)
-        _atomic_write(self._meta_path(video_path), lambda f: f.write(text), mode="w")
+        atomic_write(self._meta_path(video_path), lambda f: f.write(text), mode="w")
 
     # housekeeping ----------------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -6,7 +6,7 @@
 4. reload the student's checkpoint into a finetuning classifier with the strict loader and show its report;
 5. finetune it on the appearance task and evaluate it.
 
-The `smoke` scale takes about a minute; `--scale laptop` runs the laptop presets (hours on a 2-core CPU).
+The `smoke` scale takes seconds; `--scale laptop` runs the laptop presets (hours on a 2-core CPU).
 Every run is recorded under the runs folder and reused on the next call.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def run_demo(scale: str = "smoke", runs: str | Path = "runs", progress: bool = T
     kw = dict(root=Path(runs), progress=progress)
     print(f"== MVD demo at {scale} scale; runs under {runs}/")
     if scale == "smoke":
-        print("   (smoke scale checks the plumbing in about a minute: its accuracies are at chance and mean nothing;\n"
+        print("   (smoke scale checks the plumbing in seconds: its accuracies are at chance and mean nothing;\n"
               "    `python -m mvd_lib demo --scale laptop` runs the laptop presets)")
     teachers = {v: run_preset(v, scale, **kw) for v in ("pretrain-image", "pretrain-video")}
     for verb, run in teachers.items():

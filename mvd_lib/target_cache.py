@@ -35,7 +35,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -47,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from mvd_lib import devices
+from mvd_lib.atomic import atomic_write
 
 View = Literal["video", "teacher_video"]
 VIEWS: tuple[str, ...] = ("video", "teacher_video")
@@ -137,34 +137,6 @@ def require_deterministic(dataset: Any) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- the cache
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_np_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _as_index_array(indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(indices, torch.Tensor):
         indices = indices.detach().cpu().numpy()
@@ -216,11 +188,11 @@ class TargetCache:
         targets = np.lib.format.open_memmap(self.dir / TARGETS_FILE, mode="w+", dtype=np.float16, shape=self.shape)
         targets.flush()
         del targets
-        _atomic_np_save(self.dir / DONE_FILE, np.zeros(self.shape[0], dtype=bool))
+        atomic_write(self.dir / DONE_FILE, lambda f: np.save(f, np.zeros(self.shape[0], dtype=bool)))
         meta = {"format": FORMAT_VERSION, "shape": list(self.shape), "dtype": "float16",
                 "layout": "[item, token (t, h, w order), channel]", "key": self.key,
                 "key_parts": _plain(key_parts), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        _atomic_write_text(self.dir / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        atomic_write(self.dir / META_FILE, lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True) + "\n"), "w")
         self._map()
         return meta
 

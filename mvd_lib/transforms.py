@@ -16,7 +16,7 @@ Finetuning's RandAugment, random erasing and mixup are not here: the training en
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -128,20 +128,21 @@ def long_side_crop_box(height: int, width: int, size: int, index: int, num_crops
 # ----------------------------------------------------------------------------------------------------------
 # random crops and flips (finetuning train mode)
 # ----------------------------------------------------------------------------------------------------------
-def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
-                            scale: tuple[float, float] = (0.08, 1.0),
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> Box:
-    """Inception-style box: area fraction ~ U(scale), aspect ratio log-uniform in `ratio`, 10 attempts,
-    then a central crop clamped to `ratio` (the reference's `_get_param_spatial_crop`)."""
+def crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+             uniform: Callable[[float, float], float], randint: Callable[[int, int], int], attempts: int = 10) -> Box:
+    """Inception-style box (top, left, h, w): area fraction ~ U(scale), aspect ratio log-uniform in `ratio`,
+    `attempts` tries, then a central crop clamped to `ratio` (the reference's `_get_param_spatial_crop`).
+    `uniform(lo, hi)` and `randint(lo, hi)` (both ends included) supply the randomness, so numpy- and
+    torch-seeded callers share this one sampler."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(attempts):
-        target_area = rng.uniform(*scale) * area
-        aspect = math.exp(rng.uniform(*log_ratio))
+        target_area = uniform(scale[0], scale[1]) * area
+        aspect = math.exp(uniform(*log_ratio))
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
-            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+            return randint(0, height - h), randint(0, width - w), h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
         w, h = width, int(round(width / min(ratio)))
@@ -150,6 +151,14 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
+                            scale: tuple[float, float] = (0.08, 1.0),
+                            ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> Box:
+    """`crop_box` drawing from a numpy Generator."""
+    return crop_box(height, width, scale, ratio, lambda lo, hi: float(rng.uniform(lo, hi)),
+                    lambda lo, hi: int(rng.integers(lo, hi + 1)), attempts)
 
 
 def random_resized_crop(frames: torch.Tensor, size: int, rng: np.random.Generator,

@@ -29,7 +29,8 @@ from mvd_lib.checkpoint import load_checkpoint, save_checkpoint
 from mvd_lib.classifier import VideoClassifier
 from mvd_lib.config import DEFAULT_TEACHER, image_teacher_config, video_teacher_config
 from mvd_lib.distributed import DistInfo
-from mvd_lib.engine import Trainer, write_json
+from mvd_lib.atomic import write_json
+from mvd_lib.engine import Trainer
 from mvd_lib.evaluate import evaluate
 from mvd_lib.mae import ImageViT
 from mvd_lib.probe import extract_features, fit_probe
