@@ -150,6 +150,8 @@ def summary(run) -> str:
     """A few lines about a run: folder, status and its headline numbers."""
     m = run.metrics
     lines = [f"{run.verb} {run.name}: {m.get('status', 'unknown')} -> {run.dir}"]
+    if m.get("waiting_for"):
+        lines.append(f"  not started: waiting for {', '.join(m['waiting_for'])} (run the same command again)")
     if m.get("final_loss") is not None:
         lines.append(f"  final loss {m['final_loss']:.4f} after {m.get('steps')} steps "
                      f"({m.get('wall_time_s', 0):.0f} s, {m.get('train_flops', 0) / 1e12:.2f} TFLOP, {m.get('device')})")

@@ -58,7 +58,7 @@ class Session:
     artifacts: Path = ARTIFACTS  # shipped finished runs
     force: bool = False  # rerun even if finished
     progress: bool = True  # progress bars
-    stop_after_steps: int | None = None  # stop (resumably) after this many optimizer steps
+    stop_after_steps: int | None = None  # stop each unfinished run (resumably) after this many optimizer steps
     dist: DistInfo = field(default_factory=DistInfo)  # torchrun process info
     command: str | None = None  # command line to record
 
@@ -94,7 +94,8 @@ def resolve_dependencies(verb: str, cfg: Any, session: Session) -> dict[str, Dep
         kind, target, sets = parse_ref(getattr(cfg, name))
         if kind == "run":
             dep_verb, dep_cfg = resolve_ref(getattr(cfg, name))
-            child = dataclasses.replace(session, command=command_line(dep_verb, dep_cfg.name, sets))
+            # --force reruns the named run only; its finished dependencies are reused
+            child = dataclasses.replace(session, force=False, command=command_line(dep_verb, dep_cfg.name, sets))
             deps[name] = Dependency("run", run=train_or_load(dep_verb, dep_cfg, session=child))
         elif kind == "file":
             deps[name] = Dependency("file", path=Path(target))
@@ -113,6 +114,10 @@ def train_or_load(verb: str, cfg: Any, session: Session | None = None, **session
     h = config_hash(cfg, {k: d.fingerprint for k, d in deps.items()})
     run = Run(verb, cfg.name, h, run_folder(verb, cfg.name, h, session.root), cfg).reload()
     if run.finished and not session.force:
+        return run
+    waiting = [f"{d.run.verb} {d.run.name}" for d in deps.values() if d.kind == "run" and not d.run.finished]
+    if waiting:  # a dependency stopped early (stop_after_steps): this run starts once it has finished
+        run.metrics = {"status": "waiting", "waiting_for": waiting}
         return run
     shipped = find_artifact(verb, cfg.name, h, session.artifacts)
     if shipped is not None and not session.force:

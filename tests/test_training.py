@@ -290,3 +290,30 @@ def test_two_process_ddp_matches_one_process(smoke_runs, tmp_path):
     wa = read_checkpoint(next((one / "distill").glob("smoke-*/model.pth")))["model"]
     wb = read_checkpoint(next((two / "distill").glob("smoke-*/model.pth")))["model"]
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5) for k in wa)
+
+
+def test_stop_after_steps_splits_a_chain_over_calls(tmp_path):
+    """A step budget stops the first unfinished run resumably; its dependants wait; repeated calls finish all."""
+    kw = dict(root=tmp_path, progress=False, stop_after_steps=3)
+    first = run_preset("distill", "smoke", **kw)
+    assert first.metrics["status"] == "waiting"  # each unfinished run in the chain spent its own budget
+    assert first.metrics["waiting_for"] == ["pretrain-image smoke", "pretrain-video smoke"]
+    partial = json.loads(only(tmp_path, "pretrain-image").joinpath("metrics.json").read_text())
+    assert partial["status"] == "partial" and partial["steps"] == 3
+    for _ in range(10):
+        run = run_preset("distill", "smoke", **kw)
+        if run.finished:
+            break
+    assert run.finished and run.metrics["steps"] == 8
+
+
+def test_force_reruns_only_the_named_run(smoke_runs, tmp_path, monkeypatch):
+    _copy_teachers(smoke_runs, tmp_path)
+    calls = []
+    real = EXECUTORS["distill"]
+    monkeypatch.setitem(EXECUTORS, "distill", lambda *a, **k: calls.append("distill") or real(*a, **k))
+    for verb in ("pretrain-image", "pretrain-video"):
+        monkeypatch.setitem(EXECUTORS, verb, lambda *a, **k: pytest.fail("a finished teacher was retrained"))
+    run_preset("distill", "smoke", root=tmp_path, progress=False)
+    run_preset("distill", "smoke", root=tmp_path, progress=False, force=True)
+    assert calls == ["distill", "distill"]
