@@ -198,7 +198,7 @@ def _train(verb: str, cfg: Any, folder: Path, task: Any, dataset: Any, session: 
         if session.dist.is_main:
             save_checkpoint(folder / "model.pth", task.model, epoch=cfg.optim.epochs - 1, args=config_dict(cfg))
             trainer.last_checkpoint.unlink(missing_ok=True)  # the resumable state is no longer needed
-        if on_finish is not None:
+        if on_finish is not None and session.dist.is_main:  # evaluation once, on the main process
             metrics.update(on_finish(task.model))
     return metrics
 

@@ -317,3 +317,12 @@ def test_force_reruns_only_the_named_run(smoke_runs, tmp_path, monkeypatch):
     run_preset("distill", "smoke", root=tmp_path, progress=False)
     run_preset("distill", "smoke", root=tmp_path, progress=False, force=True)
     assert calls == ["distill", "distill"]
+
+
+def test_teacher_pretraining_records_in_training_probes(tmp_path):
+    """Pixel losses barely move at small scale, so runs can record a cheap probe accuracy as they train."""
+    image = run_preset("pretrain-image", "smoke", ["probe_every=1"], root=tmp_path, progress=False)
+    video = run_preset("pretrain-video", "smoke", ["probe_every=2"], root=tmp_path, progress=False)
+    assert [sorted(m) for m in image.metrics["epoch_metrics"]] == [["epoch", "probe_appearance", "step"]] * 2
+    assert "probe_motion" not in str(image.metrics["epoch_metrics"])  # one frame cannot tell motion
+    assert [("probe_motion" in m) for m in video.metrics["epoch_metrics"]] == [False, True]
