@@ -326,3 +326,16 @@ def test_teacher_pretraining_records_in_training_probes(tmp_path):
     assert [sorted(m) for m in image.metrics["epoch_metrics"]] == [["epoch", "probe_appearance", "step"]] * 2
     assert "probe_motion" not in str(image.metrics["epoch_metrics"])  # one frame cannot tell motion
     assert [("probe_motion" in m) for m in video.metrics["epoch_metrics"]] == [False, True]
+
+
+def test_finetune_with_the_reference_augmentation_recipe(tmp_path):
+    """Repeated augmentation x2, RandAugment, cube erasing, mixup/cutmix: the paper recipe runs end to end."""
+    import dataclasses
+
+    from mvd_lib.augment import REFERENCE
+
+    cfg = dataclasses.replace(recipes.preset("finetune", "smoke"), augment=REFERENCE, init="random")
+    run = train_or_load("finetune", cfg, root=tmp_path, progress=False)
+    assert run.finished and run.metrics["samples"] == 8 * run.metrics["steps"]  # clips, before repetition
+    assert set(run.metrics["parts_curve"]) == {"ce", "train_top1"} and run.metrics["init"] == "random"
+    assert 0 <= run.metrics["test"]["top1"] <= 100
