@@ -187,13 +187,8 @@ def _train(verb: str, cfg: Any, folder: Path, task: Any, dataset: Any, session: 
         "epoch_metrics": state.epoch_metrics,
         "final_loss": state.loss_curve[-1] if state.loss_curve else None,
     }
-    bad = getattr(dataset, "bad_inputs", None) or getattr(getattr(dataset, "dataset", None), "bad_inputs", None)
-    if bad is not None:
-        metrics["bad_inputs"] = bad.to_dict()
-        if session.dist.is_main:
-            bad.save_json(folder / "bad_inputs.json")
-            if len(bad):
-                print(bad)
+    inner = getattr(dataset, "dataset", dataset)  # through AugmentedClips
+    metrics.update(_bad_inputs(folder, session, train=inner))
     if finished:
         if session.dist.is_main:
             save_checkpoint(folder / "model.pth", task.model, epoch=cfg.optim.epochs - 1, args=config_dict(cfg))
@@ -358,7 +353,9 @@ def run_probe(cfg: ProbeConfig, folder: Path, deps: dict, session: Session) -> d
             res = fit_probe(feats_tr[pooling].select(task), feats_te[pooling].select(task), c_grid=cfg.c_grid,
                             holdout_fraction=cfg.holdout_fraction, seed=cfg.seed)
             results.setdefault(task, {})[pooling] = {k: v for k, v in res.to_dict().items() if k != "test_pred"}
-    return {"probe": results, "wall_time_s": time.perf_counter() - t0, "encoder": deps["encoder"].fingerprint}
+    out = {"probe": results, "wall_time_s": time.perf_counter() - t0, "encoder": deps["encoder"].fingerprint}
+    out.update(_bad_inputs(folder, session, train=train, test=test))
+    return out
 
 
 def run_evaluate(cfg: EvaluateConfig, folder: Path, deps: dict, session: Session) -> dict:
@@ -377,10 +374,21 @@ def run_evaluate(cfg: EvaluateConfig, folder: Path, deps: dict, session: Session
     test = labeled_clips(cfg.data, cfg.model, "test", seed=cfg.seed)
     result = evaluate(model, test, batch_size=cfg.batch_size, device=device, dtype=dtype, progress=session.progress)
     out = {"test": result.to_dict()}
-    bad = getattr(test, "bad_inputs", None)
-    if bad is not None:
-        out["bad_inputs"] = bad.to_dict()
+    out.update(_bad_inputs(folder, session, test=test))
     return out
+
+
+def _bad_inputs(folder: Path, session: Session, **datasets: Any) -> dict:
+    """Bad-input summaries of real-video datasets: printed, saved as bad_inputs.json, returned for metrics."""
+    found = {name: ds.bad_inputs for name, ds in datasets.items() if getattr(ds, "bad_inputs", None) is not None}
+    if not found:
+        return {}
+    if session.dist.is_main:
+        write_json(folder / "bad_inputs.json", {name: b.to_dict() for name, b in found.items()})
+        for name, b in found.items():
+            if len(b):
+                print(f"{name}: {b}")
+    return {"bad_inputs": {name: b.to_dict() for name, b in found.items()}}
 
 
 EXECUTORS: dict[str, Callable[..., dict]] = {

@@ -339,3 +339,24 @@ def test_finetune_with_the_reference_augmentation_recipe(tmp_path):
     assert run.finished and run.metrics["samples"] == 8 * run.metrics["steps"]  # clips, before repetition
     assert set(run.metrics["parts_curve"]) == {"ce", "train_top1"} and run.metrics["init"] == "random"
     assert 0 <= run.metrics["test"]["top1"] <= 100
+
+
+def test_real_video_lists_through_finetune_probe_and_evaluate(tmp_path):
+    """data_samples/ mp4 files through decord: train, multi-view test, probe, evaluate; a missing video is
+    skipped, counted and named in the run's records instead of stopping the run."""
+    lists = tmp_path / "lists"
+    shutil.copytree(REPO / "data_samples", lists)
+    lines = (lists / "train.csv").read_text().splitlines()
+    # each video listed 4 times (enough rows for the probe's held-out split), plus one missing file
+    (lists / "train.csv").write_text("\n".join(lines * 4 + ["videos/does_not_exist.mp4 3"]) + "\n")
+    data = ["data.source=list", f"data.list_dir={lists}", "data.dataset=ucf101", "data.task=label",
+            "data.test_clips=2", "data.test_crops=3"]
+    ft = run_preset("finetune", "smoke", ["init=random", "num_classes=10", *data], root=tmp_path, progress=False)
+    assert ft.finished and ft.metrics["steps_per_epoch"] == 41 // 8 and ft.metrics["test"]["num_videos"] == 5 and ft.metrics["test"]["num_views"] == 30
+    bad = json.loads((ft.dir / "bad_inputs.json").read_text())["train"]
+    assert [(f["path"], f["reason"]) for f in bad["files"]] == [(str(lists / "videos" / "does_not_exist.mp4"), "missing")]
+    ev = run_preset("evaluate", "smoke", [f"checkpoint=file:{ft.model_path}", "num_classes=10", *data],
+                    root=tmp_path, progress=False)
+    assert ev.metrics["test"]["top1"] == ft.metrics["test"]["top1"]  # the same weights, the same views
+    pr = run_preset("probe", "smoke", ["encoder=random", *data], root=tmp_path, progress=False)
+    assert set(pr.metrics["probe"]) == {"label"} and pr.metrics["probe"]["label"]["time"]["num_test"] == 30
