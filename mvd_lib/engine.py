@@ -219,7 +219,15 @@ class Trainer:
         s.lr_curve.append(lr)
 
     def fit(self) -> TrainState:
-        """Train to the end (or `stop_after_steps`), resuming from the last checkpoint if there is one."""
+        """Train to the end (or `stop_after_steps`), resuming from the last checkpoint if there is one.
+
+        Dropout and drop path draw from the global torch generator; the run seeds (or restores) its own stream
+        inside a fork of the caller's RNG state, so a notebook's random stream is left where it was."""
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            return self._fit()
+
+    def _fit(self) -> TrainState:
         if self.state.step == 0:
             resumed = self.resume()
             if not resumed:

@@ -360,3 +360,13 @@ def test_real_video_lists_through_finetune_probe_and_evaluate(tmp_path):
     assert ev.metrics["test"]["top1"] == ft.metrics["test"]["top1"]  # the same weights, the same views
     pr = run_preset("probe", "smoke", ["encoder=random", *data], root=tmp_path, progress=False)
     assert set(pr.metrics["probe"]) == {"label"} and pr.metrics["probe"]["label"]["time"]["num_test"] == 30
+
+
+def test_training_leaves_the_callers_random_stream_alone(tmp_path):
+    task = _ToyTask(nan_at=10**6)  # built first: its initial weights draw from the global generator
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    Trainer(task, _ToyData(), OptimConfig(epochs=1, warmup_epochs=0, batch_size=8, lr=0.01), tmp_path,
+            progress=False).fit()
+    assert torch.equal(torch.rand(3), expected)
