@@ -22,7 +22,7 @@ from mvd_lib.build import build_distillation
 from mvd_lib.config import DEFAULT_TEACHER, mvd_decoder_config
 from mvd_lib.flops import image_encoder_macs, student_macs, train_step_flops, encoder_macs
 from mvd_lib.distill import mvd_loss, teacher_targets
-from mvd_lib.masking import num_masked, tube_mask
+from mvd_lib.masking import masked_count, tube_mask
 from mvd_lib.optim import adamw, param_groups
 from mvd_lib.rng import generator, seeded
 
@@ -63,6 +63,31 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
     return (time.perf_counter() - start) / steps
 
 
+def _settings(device: str, batch: int | None, steps: int | None, warmup: int | None,
+              dtype: str | None) -> tuple[torch.device, int, int, int, torch.dtype]:
+    """Device and defaults: batch 32 / 10 timed steps / 3 warm-up steps on a GPU, 8 / 3 / 1 on CPU."""
+    dev = devices.resolve_device(device)
+    on_gpu = dev.type != "cpu"
+    batch = batch or (32 if on_gpu else 8)
+    steps = steps or (10 if on_gpu else 3)
+    warmup = (3 if on_gpu else 1) if warmup is None else warmup
+    return dev, batch, steps, warmup, devices.parse_dtype(dtype, dev)
+
+
+def _measure(step: Callable[[], None], dev: torch.device, cdtype: torch.dtype, attention: str, warmup: int,
+             steps: int, batch: int, step_flop: float, **fields) -> BenchResult:
+    """Time `step` and assemble the result (throughput, peak memory, TFLOP/s, MFU against the bf16 peak)."""
+    devices.reset_peak_memory(dev)
+    with attention_impl(attention):
+        sec = time_steps(step, dev, warmup, steps)
+    tflops = step_flop / sec / 1e12
+    peak = devices.peak_tflops(dev)
+    return BenchResult(
+        device=devices.describe(dev), dtype=str(cdtype).replace("torch.", ""), attention=attention, batch=batch,
+        steps=steps, sec_per_step=sec, clips_per_s=batch / sec, peak_mem_gb=devices.peak_memory_gb(dev),
+        step_tflop=step_flop / 1e12, tflops=tflops, mfu=(tflops / peak) if peak else None, **fields)
+
+
 def bench_distill(
     preset: str,
     device: str = "auto",
@@ -77,12 +102,7 @@ def bench_distill(
     seed: int = 0,
 ) -> BenchResult:
     """Time one MVD distillation step (student + image teacher + video teacher) on random clips."""
-    dev = devices.resolve_device(device)
-    on_gpu = dev.type != "cpu"
-    batch = batch or (32 if on_gpu else 8)
-    steps = steps or (10 if on_gpu else 3)
-    warmup = 3 if warmup is None and on_gpu else (1 if warmup is None else warmup)
-    cdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: devices.default_dtype(dev)}[dtype]
+    dev, batch, steps, warmup, cdtype = _settings(device, batch, steps, warmup, dtype)
     teacher = teacher or DEFAULT_TEACHER.get(preset, preset)
 
     student, teachers = build_distillation(preset, teacher, seed=seed)
@@ -109,26 +129,12 @@ def bench_distill(
         loss.backward()
         opt.step()
 
-    devices.reset_peak_memory(dev)
-    with attention_impl(attention):
-        sec = time_steps(step, dev, warmup, steps)
-    visible = cfg.num_tokens - cfg.grid[0] * num_masked(cfg.grid[1] * cfg.grid[2], mask_ratio)
+    visible = cfg.num_tokens - masked_count(cfg.grid, mask_ratio)
     s_macs = student_macs(cfg, mvd_decoder_config(cfg), visible, student.out_dims)
     t_macs = image_encoder_macs(img_cfg, cfg.grid[0]) + encoder_macs(teachers["vid"].model.cfg)
-    step_flop = batch * train_step_flops(s_macs, t_macs)
-    tflops = step_flop / sec / 1e12
-    peak = devices.peak_tflops(dev)
-    desc = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type} ({torch.get_num_threads()} threads)"
-    return BenchResult(
-        run="distill", preset=preset, teacher=teacher, device=desc, dtype=str(cdtype).replace("torch.", ""),
-        attention=attention, batch=batch, clip=f"{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}",
-        tokens=cfg.num_tokens, visible=visible, steps=steps, sec_per_step=sec, clips_per_s=batch / sec,
-        peak_mem_gb=devices.peak_memory_gb(dev), step_tflop=step_flop / 1e12, tflops=tflops,
-        mfu=(tflops / peak) if peak else None,
-    )
-
-
-__all__ = ["BenchResult", "bench_distill", "time_steps"]
+    return _measure(step, dev, cdtype, attention, warmup, steps, batch, batch * train_step_flops(s_macs, t_macs),
+                    run="distill", preset=preset, teacher=teacher, clip=f"{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}",
+                    tokens=cfg.num_tokens, visible=visible)
 
 
 def _bench_batch(verb: str, cfg, batch: int, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
@@ -169,17 +175,11 @@ def bench_run(verb: str, preset: str, device: str = "auto", batch: int | None = 
     """Time one step of a run preset: an optimizer step for training run types, a forward pass per batch for
     probe (feature extraction) and evaluate (classification). Random weights and random inputs."""
     from mvd_lib import recipes
-    from mvd_lib.flops import encoder_macs
     from mvd_lib.tasks import (DistillTask, EMATeacher, FinetuneTask, MAETask, VideoMAETask, build_model)
     from mvd_lib.workflow import probe_encoder, Dependency
 
     cfg = recipes.preset(verb, preset, overrides)
-    dev = devices.resolve_device(device)
-    on_gpu = dev.type != "cpu"
-    batch = batch or (32 if on_gpu else 8)
-    steps = steps or (10 if on_gpu else 3)
-    warmup = (3 if on_gpu else 1) if warmup is None else warmup
-    cdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: devices.default_dtype(dev)}[dtype]
+    dev, batch, steps, warmup, cdtype = _settings(device, batch, steps, warmup, dtype)
     data = _bench_batch(verb, cfg, batch, dev, cfg.seed)
     teacher_name = "-"
     if verb in ("probe", "evaluate"):
@@ -231,22 +231,12 @@ def bench_run(verb: str, preset: str, device: str = "auto", batch: int | None = 
         kind = getattr(cfg, "mask_type", "random" if verb == "pretrain-image" else "tube")
         if verb == "pretrain-image":
             tokens = vit.num_patches_2d
-            visible = tokens - num_masked(tokens, ratio)
+            visible = tokens - masked_count((1, 1, tokens), ratio, "random")
         elif ratio and getattr(cfg, "mode", "masked") == "masked":
-            t, h, w = vit.grid
-            visible = tokens - (t * num_masked(h * w, ratio) if kind == "tube" else num_masked(tokens, ratio))
+            visible = tokens - masked_count(vit.grid, ratio, kind)
         else:
             visible = tokens
-    devices.reset_peak_memory(dev)
-    with attention_impl(attention):
-        sec = time_steps(step, dev, warmup, steps)
-    tflops = flops / sec / 1e12
-    peak = devices.peak_tflops(dev)
-    desc = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type} ({torch.get_num_threads()} threads)"
     spec = cfg.student if verb == "distill" else cfg.model
-    return BenchResult(
-        run=verb, preset=preset, teacher=teacher_name, device=desc, dtype=str(cdtype).replace("torch.", ""),
-        attention=attention, batch=batch, clip=f"{spec.num_frames}x{spec.img_size}x{spec.img_size}", tokens=tokens,
-        visible=visible, steps=steps, sec_per_step=sec, clips_per_s=batch / sec, peak_mem_gb=devices.peak_memory_gb(dev),
-        step_tflop=flops / 1e12, tflops=tflops, mfu=(tflops / peak) if peak else None,
-    )
+    return _measure(step, dev, cdtype, attention, warmup, steps, batch, flops, run=verb, preset=preset,
+                    teacher=teacher_name, clip=f"{spec.num_frames}x{spec.img_size}x{spec.img_size}", tokens=tokens,
+                    visible=visible)

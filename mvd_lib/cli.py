@@ -26,7 +26,7 @@ import torch
 
 from mvd_lib.config import PRESETS
 from mvd_lib.flops import encoder_macs
-from mvd_lib.masking import num_masked
+from mvd_lib.masking import masked_count
 
 RUN_VERBS = ("pretrain-image", "pretrain-video", "distill", "finetune", "probe", "evaluate")
 RUN_HELP = {
@@ -57,8 +57,7 @@ def models_table(mask_ratio: float = 0.9) -> str:
               f"{'clip':>10} {'tokens':>6} {'visible':>7} {'GFLOPs':>8} {'paper':>6}")
     lines = [header, "-" * len(header)]
     for name, cfg in PRESETS.items():
-        t, h, w = cfg.grid
-        visible = cfg.num_tokens - t * num_masked(h * w, mask_ratio)
+        visible = cfg.num_tokens - masked_count(cfg.grid, mask_ratio)
         gflops = encoder_macs(cfg) / 1e9
         p_params, p_flops = PAPER_SIZES.get(name, ("-", "-"))
         lines.append(

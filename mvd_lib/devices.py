@@ -36,6 +36,23 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type in ("cuda", "mps") else torch.float32
 
 
+def describe(device: torch.device) -> str:
+    """The GPU's name, or e.g. "cpu (2 threads)"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def parse_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """'fp32' | 'bf16' | 'fp16' -> the dtype; None or 'auto' -> `default_dtype(device)`."""
+    if name in (None, "auto"):
+        return default_dtype(device)
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name not in table:
+        raise ValueError(f"dtype must be one of {sorted(table)} or 'auto', got {name!r}")
+    return table[name]
+
+
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """torch.autocast for reduced precision; a no-op context for float32."""
     if dtype == torch.float32:

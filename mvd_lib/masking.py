@@ -23,6 +23,17 @@ def num_masked(num_tokens: int, ratio: float) -> int:
     return int(ratio * num_tokens)
 
 
+def masked_count(grid: tuple[int, int, int], ratio: float, kind: str = "tube") -> int:
+    """Masked tokens per clip on a (T', H', W') grid: T' * int(ratio * H'W') for tube masks, int(ratio * N) for
+    random ones (8x14x14 at 0.9, tube: 1408, leaving 160 visible)."""
+    t, h, w = grid
+    if kind == "tube":
+        return t * num_masked(h * w, ratio)
+    if kind == "random":
+        return num_masked(t * h * w, ratio)
+    raise ValueError(f"mask kind must be 'tube' or 'random', got {kind!r}")
+
+
 def random_mask(batch: int, num_tokens: int, ratio: float, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu") -> torch.Tensor:
     """[B, N] bool, exactly int(ratio * N) True per row at uniformly random places."""

@@ -25,14 +25,14 @@ from mvd_lib.augment import MixupCutmix, batch_generator, smoothed_targets, soft
 from mvd_lib.build import build_student
 from mvd_lib.checkpoint import load_checkpoint
 from mvd_lib.classifier import VideoClassifier
-from mvd_lib.config import (DecoderConfig, ViTConfig, mae_decoder_config,
-                            videomae_decoder_config, vit_config)
+from mvd_lib.config import (DecoderConfig, mae_decoder_config,
+                            videomae_decoder_config)
 from mvd_lib.distill import MVDLoss, mvd_loss, teacher_targets
 from mvd_lib.engine import OptimConfig
 from mvd_lib.flops import block_macs, decoder_macs, encoder_macs, image_encoder_macs, student_macs
 from mvd_lib.losses import distillation_loss, image_pixel_targets, pixel_loss, video_pixel_targets
 from mvd_lib.mae import ImageViT, MAEPretrain
-from mvd_lib.masking import gather_masked, num_masked, random_mask, tube_mask
+from mvd_lib.masking import gather_masked, masked_count, num_masked, random_mask, tube_mask
 from mvd_lib.optim import param_groups
 from mvd_lib.recipes import (DataSpec, DistillConfig, FinetuneConfig, ModelSpec)
 from mvd_lib.runs import ConfigError
@@ -109,12 +109,6 @@ def num_classes_of(data: DataSpec) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ models
-def image_vit_config(spec: ModelSpec) -> ViTConfig:
-    """Image teacher geometry from a ModelSpec (img_size and patch_size; frames unused)."""
-    return vit_config(spec.preset, img_size=spec.img_size, patch_size=spec.patch_size, num_frames=spec.num_frames,
-                      tubelet_size=spec.tubelet_size, drop_path=spec.drop_path)
-
-
 def _decoder(default: DecoderConfig, width: int, depth: int, heads: int) -> DecoderConfig:
     over = {k: v for k, v in (("width", width), ("depth", depth), ("heads", heads)) if v}
     return dataclasses.replace(default, **over)
@@ -123,7 +117,7 @@ def _decoder(default: DecoderConfig, width: int, depth: int, heads: int) -> Deco
 def build_model(verb: str, cfg: Any, teacher_dims: dict[str, int] | None = None) -> nn.Module:
     """A fresh model for a run (weights from cfg.seed); distill needs the teachers' widths."""
     if verb == "pretrain-image":
-        vit = image_vit_config(cfg.model)
+        vit = cfg.model.vit()  # image models use img_size and patch_size
         return MAEPretrain(vit, _decoder(mae_decoder_config(vit), cfg.decoder_width, cfg.decoder_depth,
                                          cfg.decoder_heads), seed=cfg.seed)
     if verb == "pretrain-video":
@@ -148,7 +142,7 @@ def encoder_from_run(verb: str, cfg: Any, model_path: Path) -> nn.Module:
     """The encoder of a finished run (MAE image encoder, VideoMAE / MVD / finetuned video encoder), loaded
     strictly from its model.pth; pretraining decoders and classifier heads are dropped by name."""
     if verb == "pretrain-image":
-        model: nn.Module = ImageViT(image_vit_config(cfg.model), seed=None)
+        model: nn.Module = ImageViT(cfg.model.vit(), seed=None)
     elif verb == "pretrain-video":
         model = videomae_encoder(cfg.model.vit(), seed=None)
     elif verb == "distill":
@@ -218,13 +212,8 @@ class VideoMAETask(_TaskBase):
 
     def flops_per_sample(self) -> float:
         cfg, dec = self.model.cfg, self.model.decoder_cfg
-        vis = cfg.num_tokens - _masked_count(cfg, self.mask_ratio, self.mask_type)
+        vis = cfg.num_tokens - masked_count(cfg.grid, self.mask_ratio, self.mask_type)
         return 2 * 3 * (encoder_macs(cfg, vis) + decoder_macs(dec, cfg.width, vis, cfg.num_tokens, cfg.tubelet_dim))
-
-
-def _masked_count(cfg: ViTConfig, ratio: float, kind: str) -> int:
-    t, h, w = cfg.grid
-    return t * num_masked(h * w, ratio) if kind == "tube" else num_masked(t * h * w, ratio)
 
 
 class EMATeacher(FrozenTeacher):
@@ -294,7 +283,7 @@ class DistillTask(_TaskBase):
         if self.cfg.mode == "token":
             s = encoder_macs(cfg) + sum(2 * cfg.num_tokens * cfg.width * 4 * cfg.width for _ in self.teachers)
             return 2 * 3 * s + 2 * self._teacher_macs()
-        vis = cfg.num_tokens - _masked_count(cfg, self.cfg.mask_ratio, self.cfg.mask_type)
+        vis = cfg.num_tokens - masked_count(cfg.grid, self.cfg.mask_ratio, self.cfg.mask_type)
         s = student_macs(cfg, self.model.decoder_cfg, vis, self.model.out_dims)
         return 2 * 3 * s + (0 if self.cached is not None else 2 * self._teacher_macs())
 

@@ -27,7 +27,8 @@ from mvd_lib import devices, distributed
 from mvd_lib.augment import AugmentedClips
 from mvd_lib.checkpoint import load_checkpoint, save_checkpoint
 from mvd_lib.classifier import VideoClassifier
-from mvd_lib.config import DEFAULT_TEACHER, image_teacher_config, video_teacher_config
+from mvd_lib.build import build_image_teacher, build_video_teacher
+from mvd_lib.config import DEFAULT_TEACHER
 from mvd_lib.distributed import DistInfo
 from mvd_lib.atomic import write_json
 from mvd_lib.engine import Trainer
@@ -43,7 +44,6 @@ from mvd_lib.target_cache import CachedTargets
 from mvd_lib.tasks import (DistillTask, EMATeacher, FinetuneTask, MAETask, VideoMAETask, build_model,
                            encoder_from_run, labeled_clips, num_classes_of, pretrain_clips)
 from mvd_lib.teachers import ImageTeacher, VideoTeacher
-from mvd_lib.videomae import videomae_encoder
 from mvd_lib.vit import VideoViT
 
 REF_FIELDS = {"distill": ("image_teacher", "video_teacher"), "finetune": ("init",), "probe": ("encoder",),
@@ -153,14 +153,12 @@ def device_and_dtype(cfg: Any) -> tuple[torch.device, torch.dtype]:
     dev = devices.resolve_device(cfg.device)
     if dev.type == "cuda" and os.environ.get("LOCAL_RANK"):
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.dtype)
-    return dev, (dtype or devices.default_dtype(dev))
+    return dev, devices.parse_dtype(cfg.dtype, dev)
 
 
 def describe_device(cfg: Any) -> str:
     dev, dtype = device_and_dtype(cfg)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type} ({torch.get_num_threads()} threads)"
-    return f"{name}, {str(dtype).replace('torch.', '')}"
+    return f"{devices.describe(dev)}, {str(dtype).replace('torch.', '')}"
 
 
 def _train(verb: str, cfg: Any, folder: Path, task: Any, dataset: Any, session: Session,
@@ -245,10 +243,7 @@ def load_teacher(branch: str, dep: Dependency, cfg: DistillConfig) -> nn.Module 
         encoder = encoder_from_run(dep.run.verb, dep.run.config, dep.run.model_path)
     else:
         arch = cfg.teacher_arch or DEFAULT_TEACHER[cfg.student.preset]
-        if branch == "img":
-            encoder = ImageViT(image_teacher_config(arch, student), seed=None)
-        else:
-            encoder = videomae_encoder(video_teacher_config(arch, student), seed=None)
+        encoder = (build_image_teacher if branch == "img" else build_video_teacher)(arch, student, seed=None).model
         print(load_checkpoint(encoder, dep.path, trust_pickle=cfg.trust_checkpoints))
     if branch == "img":
         if not isinstance(encoder, ImageViT):

@@ -63,3 +63,12 @@ def test_gather_rejects_ragged_masks():
     mask[0, 0] = True
     with pytest.raises(ValueError, match="same number"):
         gather_masked(torch.zeros(2, 5, 1), mask)
+
+
+def test_masked_count_matches_the_masks():
+    from mvd_lib.masking import masked_count
+
+    assert masked_count((8, 14, 14), 0.9) == 1408 == int(tube_mask(1, (8, 14, 14), 0.9).sum())
+    assert masked_count((8, 8, 8), 0.9, "random") == 460 == int(random_mask(1, 512, 0.9).sum())
+    with pytest.raises(ValueError):
+        masked_count((8, 8, 8), 0.9, "cube")
