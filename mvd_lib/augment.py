@@ -35,7 +35,6 @@ on each frame in the reference.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -47,97 +46,11 @@ from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from mvd_lib import transforms as T
+from mvd_lib.config import (AUGMENT_RECIPES, ERASE_MODES, LIGHT, LIGHT_MOTION, MAX_MAGNITUDE, NONE,  # noqa: F401
+                            REFERENCE, REFERENCE_SSV2, AugmentConfig, augment_config)
 from mvd_lib.losses import IMAGENET_MEAN, IMAGENET_STD
 
-# --------------------------------------------------------------------------------------------- config
-
-ERASE_MODES = ("pixel", "rand", "const")
-_MAX_LEVEL = 10.0  # top of RandAugment's magnitude scale
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The finetuning augmentation recipe. Defaults = the reference (`REFERENCE`)."""
-
-    rand_augment_ops: int = 4  # RandAugment ops drawn per clip (n); 0 turns RandAugment off
-    rand_augment_magnitude: float = 7.0  # RandAugment magnitude m on the 0..10 scale
-    rand_augment_mstd: float = 0.5  # std of the Gaussian noise on m, drawn per applied op
-    crop_scale: tuple[float, float] | None = (0.08, 1.0)  # random resized crop area range; None = no crop
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio (w/h) range, sampled log-uniformly
-    flip_prob: float = 0.5  # horizontal flip probability; 0 for motion (SSv2-like) tasks: a flip reverses motion
-    erase_prob: float = 0.25  # probability of cube random erasing (one box, the same on every frame)
-    erase_mode: str = "pixel"  # erased values: "pixel" per-pixel N(0,1), "rand" per-channel N(0,1), "const" 0
-    mixup_alpha: float = 0.8  # mixup Beta(alpha, alpha); 0 = no mixup
-    cutmix_alpha: float = 1.0  # cutmix Beta(alpha, alpha); 0 = no cutmix
-    mix_prob: float = 1.0  # probability that a batch is mixed at all
-    switch_prob: float = 0.5  # probability of cutmix rather than mixup when both are on
-    label_smoothing: float = 0.1  # label smoothing s: true class 1 - s + s/K, others s/K
-    repeated_aug: int = 2  # augmented copies of each clip per epoch (the reference's num_sample)
-
-    def __post_init__(self) -> None:
-        for name in ("crop_scale", "crop_ratio"):  # accept lists (JSON / CLI overrides)
-            v = getattr(self, name)
-            if isinstance(v, list):
-                object.__setattr__(self, name, tuple(v))
-        for name in ("rand_augment_ops", "repeated_aug"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-        if self.rand_augment_ops < 0 or self.repeated_aug < 1:
-            raise ValueError(f"need rand_augment_ops >= 0 and repeated_aug >= 1, got {self.rand_augment_ops}, "
-                             f"{self.repeated_aug}")
-        if not 0 <= self.rand_augment_magnitude <= _MAX_LEVEL or self.rand_augment_mstd < 0:
-            raise ValueError("rand_augment_magnitude must be in [0, 10] and rand_augment_mstd >= 0")
-        if self.crop_scale is not None:
-            lo, hi = self.crop_scale
-            if not 0 < lo <= hi <= 1:
-                raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
-        lo, hi = self.crop_ratio
-        if not 0 < lo <= hi:
-            raise ValueError(f"crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio}")
-        for name in ("flip_prob", "erase_prob", "mix_prob", "switch_prob"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
-        if self.erase_mode not in ERASE_MODES:
-            raise ValueError(f"erase_mode must be one of {ERASE_MODES}, got {self.erase_mode!r}")
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not 0 <= self.label_smoothing < 1:
-            raise ValueError("need mixup_alpha, cutmix_alpha >= 0 and label_smoothing in [0, 1)")
-
-    @property
-    def mixing(self) -> bool:
-        """True when batches are mixed (then train with soft targets, as the reference does)."""
-        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mix_prob > 0
-
-
-REFERENCE = AugmentConfig()  # the paper's recipe (K400, UCF101, HMDB51)
-REFERENCE_SSV2 = dataclasses.replace(REFERENCE, flip_prob=0.0)  # the paper's recipe for SSv2: no flip
-# A milder recipe for 16x32x32 laptop clips and short runs: at 32 px a 0.08-area crop is a 9x9 patch, and
-# four strong ops plus erasing and full mixup drown a small model's signal.
-LIGHT = AugmentConfig(rand_augment_ops=2, rand_augment_magnitude=5.0, rand_augment_mstd=0.5, crop_scale=(0.5, 1.0),
-                      flip_prob=0.5, erase_prob=0.0, mixup_alpha=0.2, cutmix_alpha=0.0, mix_prob=0.5,
-                      label_smoothing=0.1, repeated_aug=1)
-LIGHT_MOTION = dataclasses.replace(LIGHT, flip_prob=0.0)  # LIGHT for the motion (temporal) task: no flip
-NONE = AugmentConfig(rand_augment_ops=0, crop_scale=None, flip_prob=0.0, erase_prob=0.0, mixup_alpha=0.0,
-                     cutmix_alpha=0.0, label_smoothing=0.0, repeated_aug=1)  # identity (resize only)
-
-PRESETS: dict[str, AugmentConfig] = {
-    "reference": REFERENCE, "reference_ssv2": REFERENCE_SSV2, "light": LIGHT, "light_motion": LIGHT_MOTION,
-    "none": NONE,
-}
-
-
-def augment_config(preset: str | AugmentConfig, **overrides: Any) -> AugmentConfig:
-    """The named preset (or a given config) with `overrides`, e.g. `augment_config("light", flip_prob=0.0)`."""
-    if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {sorted(PRESETS)}")
-        preset = PRESETS[preset]
-    names = {f.name for f in dataclasses.fields(AugmentConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown AugmentConfig field(s) {unknown}; valid fields: {sorted(names)}")
-    return dataclasses.replace(preset, **overrides)
-
+# The recipe dataclass and the named recipes live in config.py (no torch there).
 
 # --------------------------------------------------------------------------------------------- randomness
 
@@ -276,7 +189,7 @@ def _sharpness_degenerate(x: torch.Tensor) -> torch.Tensor:
 
 def _pixel_op(x: torch.Tensor, name: str, level: float, sign: float) -> torch.Tensor:
     """One RandAugment op at `level` (0..10) with `sign` (+-1) on frames `[T, C, H, W]` in [0, 1]."""
-    frac = level / _MAX_LEVEL
+    frac = level / MAX_MAGNITUDE
     h, w = x.shape[-2:]
     if name == "AutoContrast":
         lo = x.amin(dim=(-2, -1), keepdim=True)
@@ -344,7 +257,7 @@ def rand_augment(clip: torch.Tensor, num_ops: int, magnitude: float, mstd: float
         level = magnitude
         if mstd > 0:
             level = magnitude + mstd * float(torch.randn((), generator=generator))
-        level = min(_MAX_LEVEL, max(0.0, level))
+        level = min(MAX_MAGNITUDE, max(0.0, level))
         sign = -1.0 if (name in _SIGNED and _rand(generator) < 0.5) else 1.0
         if frames is None:
             frames = _to_frames01(clip, mean, std)
@@ -600,7 +513,7 @@ class MixupCutmix:
 
 
 __all__ = [
-    "AugmentConfig", "REFERENCE", "REFERENCE_SSV2", "LIGHT", "LIGHT_MOTION", "NONE", "PRESETS", "augment_config",
+    "AugmentConfig", "REFERENCE", "REFERENCE_SSV2", "LIGHT", "LIGHT_MOTION", "NONE", "AUGMENT_RECIPES", "augment_config",
     "RAND_OPS", "ERASE_MODES", "derive_seed", "clip_generator", "batch_generator", "apply_op", "rand_augment",
     "crop_params", "resize", "random_resized_crop", "hflip", "cube_erase", "augment_clip", "AugmentedClips",
     "flatten_repeats", "smoothed_targets", "soft_target_cross_entropy", "MixParams", "MixupCutmix",

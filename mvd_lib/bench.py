@@ -1,9 +1,12 @@
-"""Benchmarks: time one training step and report throughput, memory and (on a GPU) TFLOP/s and MFU.
+"""Benchmarks: time one step of any run type and report throughput, memory and (on a GPU) TFLOP/s and MFU.
 
-`python -m mvd_lib bench --preset vit_micro --device cpu` times an MVD distillation step: student forward
-and backward on the visible tokens with two decoders, both frozen teachers' forward on the full clip, the
-Smooth-L1 losses and an AdamW update, on random clips (data loading is not measured). It prints ONE JSON line.
-This is a measurement, not a test: nothing here asserts a speed.
+`python -m mvd_lib bench --run distill --preset laptop` builds exactly what a real run of that preset trains
+(runtypes.py `prepare`: the same model, teachers of the same architectures and the same objective, with
+random weights instead of trained ones) and times one optimizer step on random clips shaped like the run's
+data: for distill, the student's forward and backward on the visible tokens with its decoders, both frozen
+teachers' forward on the full clip, the Smooth-L1 losses and an AdamW update. Forward-only run types (probe,
+evaluate, extract) time one forward pass of their model. Data loading is not measured. It prints ONE JSON
+line. This is a measurement, not a test: nothing here asserts a speed.
 
 FLOPs come from flops.py (analytic, 2 x MACs, backward counted as 2 x forward); MFU = achieved / peak bf16.
 """
@@ -18,20 +21,19 @@ import torch
 
 from mvd_lib import devices
 from mvd_lib.blocks import attention_impl
-from mvd_lib.build import build_distillation
-from mvd_lib.config import DEFAULT_TEACHER, mvd_decoder_config
-from mvd_lib.flops import image_encoder_macs, student_macs, train_step_flops, encoder_macs
-from mvd_lib.distill import mvd_loss, teacher_targets
-from mvd_lib.masking import masked_count, tube_mask
-from mvd_lib.optim import adamw, param_groups
-from mvd_lib.rng import generator, seeded
+from mvd_lib.config import REFERENCE_FIELDS, masked_count, model_spec
+from mvd_lib.datasets import num_classes_of
+from mvd_lib.flops import encoder_macs
+from mvd_lib.profiles import preset as run_preset
+from mvd_lib.rng import generator
 
 
 @dataclass
 class BenchResult:
-    run: str  # what was timed, e.g. "distill"
-    preset: str  # student preset
-    teacher: str  # teacher preset
+    run: str  # what was timed: a run type, e.g. "distill"
+    preset: str  # run preset, e.g. "laptop"
+    arch: str  # architecture of the trained (or read) model
+    teacher: str  # teachers' widths, e.g. "img:128d,vid:128d" ("-" without teachers)
     device: str  # device description
     dtype: str  # compute dtype
     attention: str  # "sdpa" or "math"
@@ -88,155 +90,77 @@ def _measure(step: Callable[[], None], dev: torch.device, cdtype: torch.dtype, a
         step_tflop=step_flop / 1e12, tflops=tflops, mfu=(tflops / peak) if peak else None, **fields)
 
 
-def bench_distill(
-    preset: str,
-    device: str = "auto",
-    batch: int | None = None,
-    teacher: str | None = None,
-    dtype: str | None = None,
-    attention: str = "sdpa",
-    steps: int | None = None,
-    warmup: int | None = None,
-    mask_ratio: float = 0.9,
-    checkpointing: bool = False,
-    seed: int = 0,
-) -> BenchResult:
-    """Time one MVD distillation step (student + image teacher + video teacher) on random clips."""
-    dev, batch, steps, warmup, cdtype = _settings(device, batch, steps, warmup, dtype)
-    teacher = teacher or DEFAULT_TEACHER.get(preset, preset)
+def _random_deps(verb: str):
+    """Every reference of a run type resolved to random weights: timing does not depend on trained values."""
+    from mvd_lib.runtypes import Dependency
 
-    student, teachers = build_distillation(preset, teacher, seed=seed)
-    cfg = student.cfg
-    student.set_grad_checkpointing(checkpointing)
-    student.to(dev).train()
-    for t in teachers.values():
-        t.to(dev)
-    opt = adamw(param_groups(student, 0.05), lr=1.5e-4, betas=(0.9, 0.95))
-    g = generator(seed)
-    with seeded(seed):
-        video = torch.randn(batch, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size).to(dev)
-    img_cfg = teachers["img"].model.cfg
-    teacher_video = video
-    if img_cfg.img_size != cfg.img_size:  # e.g. H/14 image teacher on a 196 px view of the same crop
-        teacher_video = torch.nn.functional.interpolate(
-            video, size=(cfg.num_frames, img_cfg.img_size, img_cfg.img_size), mode="trilinear")
-
-    def step() -> None:
-        mask = tube_mask(batch, cfg.grid, mask_ratio, g).to(dev)
-        with devices.autocast(dev, cdtype):
-            loss, _ = mvd_loss(student, video, mask, teacher_targets(teachers, video, teacher_video))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    visible = cfg.num_tokens - masked_count(cfg.grid, mask_ratio)
-    s_macs = student_macs(cfg, mvd_decoder_config(cfg), visible, student.out_dims)
-    t_macs = image_encoder_macs(img_cfg, cfg.grid[0]) + encoder_macs(teachers["vid"].model.cfg)
-    return _measure(step, dev, cdtype, attention, warmup, steps, batch, batch * train_step_flops(s_macs, t_macs),
-                    run="distill", preset=preset, teacher=teacher, clip=f"{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}",
-                    tokens=cfg.num_tokens, visible=visible)
+    return {name: Dependency("random", "random") for name in REFERENCE_FIELDS[verb]}
 
 
-def _bench_batch(verb: str, cfg, batch: int, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+def _random_batch(verb: str, cfg, prepared, batch: int, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
     """Random inputs shaped like a batch of the run type's dataset."""
     g = generator(seed)
-    spec = cfg.student if verb == "distill" else cfg.model
+    spec = model_spec(cfg)
     if verb == "pretrain-image":
         out = {"image": torch.randn(batch, 3, spec.img_size, spec.img_size, generator=g)}
     else:
         out = {"video": torch.randn(batch, 3, spec.num_frames, spec.img_size, spec.img_size, generator=g)}
+    img = prepared.teachers.get("img")
+    if img is not None and img.model.cfg.img_size != spec.img_size:  # e.g. an H/14 teacher on a 196 px view
+        size = img.model.cfg.img_size
+        out["teacher_video"] = torch.nn.functional.interpolate(out["video"], size=(spec.num_frames, size, size),
+                                                               mode="trilinear")
     out["index"] = torch.arange(batch)
-    if verb in ("finetune", "probe", "evaluate"):
-        from mvd_lib.tasks import num_classes_of
-
+    if verb == "finetune":
         out["label"] = torch.randint(0, num_classes_of(cfg.data), (batch,), generator=g)
     return {k: v.to(device) for k, v in out.items()}
 
 
-def _bench_teachers(cfg) -> dict[str, torch.nn.Module]:
-    """Randomly initialised teachers of the architectures a distill preset names (weights do not change speed)."""
-    from mvd_lib.build import build_image_teacher, build_video_teacher
-    from mvd_lib.recipes import parse_ref, resolve_ref
-
-    student = cfg.student.vit()
-    out = {}
-    for branch, ref in (("img", cfg.image_teacher), ("vid", cfg.video_teacher)):
-        kind = parse_ref(ref)[0]
-        if kind == "none":
-            continue
-        arch = resolve_ref(ref)[1].model.preset if kind == "run" else (cfg.teacher_arch or DEFAULT_TEACHER[cfg.student.preset])
-        out[branch] = (build_image_teacher if branch == "img" else build_video_teacher)(arch, student, seed=1)
-    return out
-
-
 def bench_run(verb: str, preset: str, device: str = "auto", batch: int | None = None, dtype: str | None = None,
               attention: str = "sdpa", steps: int | None = None, warmup: int | None = None,
-              overrides: list[str] | None = None) -> BenchResult:
-    """Time one step of a run preset: an optimizer step for training run types, a forward pass per batch for
-    probe (feature extraction) and evaluate (classification). Random weights and random inputs."""
-    from mvd_lib import recipes
-    from mvd_lib.tasks import (DistillTask, EMATeacher, FinetuneTask, MAETask, VideoMAETask, build_model)
-    from mvd_lib.workflow import probe_encoder, Dependency
+              overrides: list[str] | None = None, profile_overrides: list[str] | None = None) -> BenchResult:
+    """Time one step of run preset `preset` of run type `verb` (see the module docstring)."""
+    from mvd_lib.runtypes import RUN_TYPES
 
-    cfg = recipes.preset(verb, preset, overrides)
+    cfg = run_preset(verb, preset, overrides, profile_overrides)
     dev, batch, steps, warmup, cdtype = _settings(device, batch, steps, warmup, dtype)
-    data = _bench_batch(verb, cfg, batch, dev, cfg.seed)
-    teacher_name = "-"
-    if verb in ("probe", "evaluate"):
-        model = (probe_encoder(cfg, Dependency("random")) if verb == "probe" else build_model("evaluate", cfg)).to(dev).eval()
-        vit = model.cfg
+    prepared = RUN_TYPES[verb].prepare(cfg, _random_deps(verb), dev)
+    model = prepared.model.to(dev)
+    data = _random_batch(verb, cfg, prepared, batch, dev, cfg.seed)
+    vit = model.cfg
+    if prepared.objective is None:  # forward-only run types
+        model.eval()
 
         def step() -> None:
             with torch.no_grad(), devices.autocast(dev, cdtype):
                 model(data["video"])
 
         flops = 2 * batch * encoder_macs(vit)
-        tokens, visible = vit.num_tokens, vit.num_tokens
+        tokens = visible = vit.num_tokens
     else:
-        if verb == "pretrain-image":
-            model = build_model(verb, cfg)
-            task = MAETask(model, cfg.mask_ratio, cfg.seed)
-        elif verb == "pretrain-video":
-            model = build_model(verb, cfg)
-            task = VideoMAETask(model, cfg.mask_ratio, cfg.mask_type, cfg.seed)
-        elif verb == "distill":
-            teachers = _bench_teachers(cfg)
-            dims = {"ema": cfg.student.vit().width} if cfg.ema else {b: t.out_dim for b, t in teachers.items()}
-            model = build_model(verb, cfg, dims)
-            if cfg.ema:
-                teachers = {"ema": EMATeacher(model, cfg.ema_momentum)}
-            for t in teachers.values():
-                t.to(dev)
-            teacher_name = ",".join(f"{b}:{t.model.cfg.width}d" for b, t in teachers.items())
-            task = DistillTask(model, teachers, cfg)
-        else:  # finetune
-            model = build_model(verb, cfg)
-            task = FinetuneTask(model, cfg)
-        model.to(dev).train()
-        opt = torch.optim.AdamW(task.param_groups(cfg.optim), lr=1e-4, betas=cfg.optim.betas)
+        objective = prepared.objective
+        model.train()
+        opt = torch.optim.AdamW(objective.param_groups(cfg.optim), lr=1e-4, betas=cfg.optim.betas)
 
         def step() -> None:
             with devices.autocast(dev, cdtype):
-                loss, _ = task.loss(model, data, 0)
+                loss, _ = objective.loss(model, data, 0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if hasattr(task, "after_step"):
-                task.after_step(0)
+            if hasattr(objective, "after_step"):
+                objective.after_step(0)
 
-        flops = batch * task.flops_per_sample()
-        vit = model.cfg
-        tokens = vit.num_tokens
-        ratio = getattr(cfg, "mask_ratio", 0.0) if verb != "finetune" else 0.0
-        kind = getattr(cfg, "mask_type", "random" if verb == "pretrain-image" else "tube")
+        flops = batch * objective.flops_per_sample()
         if verb == "pretrain-image":
             tokens = vit.num_patches_2d
-            visible = tokens - masked_count((1, 1, tokens), ratio, "random")
-        elif ratio and getattr(cfg, "mode", "masked") == "masked":
-            visible = tokens - masked_count(vit.grid, ratio, kind)
+            visible = tokens - masked_count((1, 1, tokens), cfg.mask_ratio, "random")
         else:
-            visible = tokens
-    spec = cfg.student if verb == "distill" else cfg.model
+            tokens = vit.num_tokens
+            masked = verb in ("pretrain-video", "distill") and getattr(cfg, "mode", "masked") == "masked"
+            visible = tokens - masked_count(vit.grid, cfg.mask_ratio, cfg.mask_type) if masked else tokens
+    teacher = ",".join(f"{b}:{t.model.cfg.width}d" for b, t in prepared.teachers.items()) or "-"
+    spec = model_spec(cfg)
     return _measure(step, dev, cdtype, attention, warmup, steps, batch, flops, run=verb, preset=preset,
-                    teacher=teacher_name, clip=f"{spec.num_frames}x{spec.img_size}x{spec.img_size}", tokens=tokens,
-                    visible=visible)
+                    arch=spec.arch, teacher=teacher, clip=f"{spec.num_frames}x{spec.img_size}x{spec.img_size}",
+                    tokens=tokens, visible=visible)

@@ -1,41 +1,48 @@
 """Command line: `python -m mvd_lib <verb> ...` (also installed as `mvd`).
 
 Verbs:
-  models           table of model presets: parameters, tokens per clip, visible tokens, GFLOPs per clip
-  presets          the named run presets of every run type
-  bench            time one step of a run type, print one JSON line
+  models           table of architectures: parameters, tokens per clip, visible tokens, GFLOPs (paper beside)
+  presets          the profiles and the run presets of every run type
+  bench            time one step of a run preset, or the rejection of a bad setting; prints one JSON line
   demo             a short end-to-end run on CPU
   pretrain-image   MAE pretraining of an image teacher
   pretrain-video   VideoMAE pretraining of a video teacher
   distill          MVD distillation of a student from teachers
   finetune         supervised finetuning, then evaluation on the test split
-  probe            linear probes on frozen features
+  probe            probes on frozen features
   evaluate         multi-view evaluation of a finetuned model
+  extract          frozen features of every clip of the lists' splits, written as .npy
 
-Run types take `--preset NAME [--set key=value ...] [--runs DIR]`; a run is recorded under
-runs/VERB/NAME-HASH/ and never repeated once finished. Under torchrun they train with DDP.
+Run types take `--preset NAME` (`<profile>[_<variant>]`, e.g. laptop_img) or `--profile NAME` (its default
+variant), `--profile-set key=value` (reaches every run of the chain), `--set key=value` (this run only). A run
+is recorded under runs/VERB/PRESET-HASH/ and never repeated once finished. Under torchrun they train with DDP.
+
+Every mistake in what was asked (a setting, a reference, a file, a list, a video in strict mode) ends as one
+line naming the culprit, with exit code 2 and no traceback; `--debug` (or MVD_DEBUG=1) shows the traceback.
+Only the configs are imported before the settings are checked, so a bad setting is refused in well under 2 s.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-import torch
+from mvd_lib.config import ARCHITECTURES, VERBS, masked_count
+from mvd_lib.errors import UserError
 
-from mvd_lib.config import PRESETS
-from mvd_lib.flops import encoder_macs
-from mvd_lib.masking import masked_count
-
-RUN_VERBS = ("pretrain-image", "pretrain-video", "distill", "finetune", "probe", "evaluate")
 RUN_HELP = {
     "pretrain-image": "MAE pretraining of an image teacher on stills",
     "pretrain-video": "VideoMAE pretraining of a video teacher on clips",
-    "distill": "MVD: distil a student from frozen image/video teachers (or EMA / per-token variants)",
+    "distill": "MVD: distil a student from frozen image/video teachers (or EMA / per-token / random-teacher variants)",
     "finetune": "finetune a pretrained encoder with the reference recipe, then evaluate on the test split",
-    "probe": "linear probes on frozen features (mean and time-ordered pooling, both label sets)",
+    "probe": "probes on frozen features (linear: mean and time-ordered pooling; both label sets)",
     "evaluate": "multi-view evaluation of a finetuned classifier",
+    "extract": "frozen features of a chosen layer for every clip of the splits, written as .npy files",
 }
 
 # The paper's model sizes and per-view GFLOPs (Tables 3-5), printed beside ours.
@@ -44,6 +51,8 @@ PAPER_SIZES = {"vit_small": (22, 57), "vit_base": (87, 180), "vit_large": (305, 
 
 def encoder_params(cfg) -> int:
     """Trainable parameters of the finetuning encoder without its head (built on the meta device: no memory)."""
+    import torch
+
     from mvd_lib.classifier import VideoClassifier
 
     with torch.device("meta"):
@@ -52,11 +61,13 @@ def encoder_params(cfg) -> int:
 
 
 def models_table(mask_ratio: float = 0.9) -> str:
-    """The preset table as text."""
-    header = (f"{'preset':<10} {'width':>5} {'depth':>5} {'heads':>5} {'params(M)':>9} {'paper':>6} "
+    """The architecture table as text."""
+    from mvd_lib.flops import encoder_macs
+
+    header = (f"{'arch':<10} {'width':>5} {'depth':>5} {'heads':>5} {'params(M)':>9} {'paper':>6} "
               f"{'clip':>10} {'tokens':>6} {'visible':>7} {'GFLOPs':>8} {'paper':>6}")
     lines = [header, "-" * len(header)]
-    for name, cfg in PRESETS.items():
+    for name, cfg in ARCHITECTURES.items():
         visible = cfg.num_tokens - masked_count(cfg.grid, mask_ratio)
         gflops = encoder_macs(cfg) / 1e9
         p_params, p_flops = PAPER_SIZES.get(name, ("-", "-"))
@@ -71,73 +82,86 @@ def models_table(mask_ratio: float = 0.9) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------------ verbs
 def cmd_models(args: argparse.Namespace) -> int:
     print(models_table(args.mask_ratio))
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from mvd_lib.bench import bench_distill, bench_run
-    from mvd_lib.runs import ConfigError
+def cmd_presets(args: argparse.Namespace) -> int:
+    from mvd_lib.profiles import PROFILES, presets
 
-    if args.run == "distill-step" and args.preset not in PRESETS:
-        print(f"error: unknown model preset {args.preset!r}; choose one of {sorted(PRESETS)} "
-              "(or give --run VERB with a run preset)", file=sys.stderr)
-        return 2
-    try:
-        result = _bench(args, bench_distill, bench_run)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    print(f"profiles: {', '.join(PROFILES)}")
+    for verb in VERBS:
+        if args.verb_filter and verb != args.verb_filter:
+            continue
+        print(f"{verb}: {', '.join(presets(verb))}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.run == "rejection":
+        print(json.dumps(bench_rejection(args.steps or 5)))
+        return 0
+    from mvd_lib.bench import bench_run
+
+    result = bench_run(args.run, args.preset, device=args.device, batch=args.batch, dtype=args.dtype,
+                       attention=args.attention, steps=args.steps, warmup=args.warmup, overrides=args.set,
+                       profile_overrides=args.profile_set)
     print(result.json())
     return 0
 
 
-def _bench(args: argparse.Namespace, bench_distill, bench_run):
-    if args.run == "distill-step":
-        return bench_distill(
-            args.preset, device=args.device, batch=args.batch, teacher=args.teacher, dtype=args.dtype,
-            attention=args.attention, steps=args.steps, warmup=args.warmup, checkpointing=args.checkpointing,
-        )
-    return bench_run(args.run, args.preset, device=args.device, batch=args.batch, dtype=args.dtype,
-                     attention=args.attention, steps=args.steps, warmup=args.warmup, overrides=args.set)
+REJECTED = ["distill", "--preset", "smoke", "--set", "optim.lrr=1"]
 
 
-def cmd_presets(args: argparse.Namespace) -> int:
-    from mvd_lib.recipes import PRESETS_BY_VERB
+def bench_rejection(repeats: int = 5) -> dict:
+    """Wall time of `python -m mvd_lib distill --preset smoke --set optim.lrr=1` (a mistyped setting), from
+    process start to exit code 2, over `repeats` fresh interpreters."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "mvd_lib", *REJECTED], capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if out.returncode != 2:
+            raise RuntimeError(f"expected exit code 2, got {out.returncode}: {out.stderr}")
+    return {"run": "rejection", "command": "python -m mvd_lib " + " ".join(REJECTED), "exit_code": 2,
+            "repeats": repeats, "median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
+            "message": out.stderr.strip()}
 
-    for verb, table in PRESETS_BY_VERB.items():
-        if args.verb_filter and verb != args.verb_filter:
-            continue
-        print(f"{verb}: {', '.join(sorted(table))}")
-    return 0
+
+def _resolve_preset(args: argparse.Namespace) -> str:
+    from mvd_lib.errors import ConfigError
+
+    if args.preset and args.profile:
+        raise ConfigError("give --preset (e.g. laptop_img) or --profile (e.g. laptop), not both")
+    if not (args.preset or args.profile):
+        raise ConfigError(f"{args.verb} needs --preset NAME or --profile NAME (python -m mvd_lib presets lists them)")
+    return args.preset or args.profile
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Any run type: train (or load) the preset with overrides, then print where it is and what it measured."""
-    from mvd_lib import distributed
-    from mvd_lib.recipes import preset, validate
-    from mvd_lib.runs import ConfigError, command_line
-    from mvd_lib.workflow import Session, device_and_dtype, train_or_load
+    from mvd_lib.profiles import preset, profile, split_preset, validate
+    from mvd_lib.runs import command_line
 
-    if args.trust_checkpoint:
-        args.set = [*args.set, "trust_checkpoints=true"]
-    try:
-        cfg = preset(args.verb, args.preset, args.set)
-        validate(args.verb, cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    name = _resolve_preset(args)
+    cfg = preset(args.verb, name, args.set, args.profile_set)  # settings are checked here, before torch loads
+    validate(args.verb, cfg)
+    prof = profile(split_preset(args.verb, name)[0], args.profile_set)
+
+    from mvd_lib import distributed
+    from mvd_lib.runner import train_or_load
+    from mvd_lib.runtypes import RunOptions, device_and_dtype
+
     device, _ = device_and_dtype(cfg)
     info = distributed.init_from_env(device.type)
-    session = Session(root=Path(args.runs), force=args.force, progress=not args.no_progress,
-                      stop_after_steps=args.stop_after_steps, dist=info,
-                      command=command_line(args.verb, args.preset, args.set))
+    options = RunOptions(root=Path(args.runs), force=args.force, progress=not args.no_progress,
+                         probe_every=args.probe_every, stop_after_steps=args.stop_after_steps,
+                         trust_checkpoints=args.trust_checkpoint, dist=info,
+                         command=command_line(args.verb, name, args.set, args.profile_set))
     try:
-        run = train_or_load(args.verb, cfg, session=session)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        run = train_or_load(args.verb, cfg, prof, options)
     finally:
         distributed.shutdown()
     if info.is_main:
@@ -148,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def summary(run) -> str:
     """A few lines about a run: folder, status and its headline numbers."""
     m = run.metrics
-    lines = [f"{run.verb} {run.name}: {m.get('status', 'unknown')} -> {run.dir}"]
+    lines = [f"{run.verb} {run.name}: {m.get('status', 'unknown')} -> {run.folder}"]
     if m.get("waiting_for"):
         lines.append(f"  not started: waiting for {', '.join(m['waiting_for'])} (run the same command again)")
     if m.get("final_loss") is not None:
@@ -158,68 +182,79 @@ def summary(run) -> str:
         t = m["test"]
         lines.append(f"  test top-1 {t['top1']:.2f}%" + (f", top-5 {t['top5']:.2f}%" if t.get("top5") is not None else "")
                      + f" on {t['num_videos']} videos ({t['num_views']} views)")
-    for task, by_pool in m.get("probe", {}).items():
-        for pool, r in by_pool.items():
-            lines.append(f"  probe {task:<10} {pool:<4} top-1 {r['top1']:.2f}% (C={r['c']:g}, chance {r['chance']:.1f}%)")
+    for protocol, by_task in m.get("probe", {}).items():
+        for task, by_pool in by_task.items():
+            for pool, r in by_pool.items():
+                lines.append(f"  {protocol} probe {task:<10} {pool:<4} top-1 {r['top1']:.2f}% on {m.get('split', 'test')} "
+                             f"(chance {r['chance']:.1f}%)")
+    for split, f in m.get("features", {}).items():
+        if isinstance(f, dict) and "shape" in f:
+            lines.append(f"  {split}: features {f['shape']} -> {run.folder}/{split}_features.npy")
     for rec in m.get("epoch_metrics", [])[-1:]:
         extra = {k: v for k, v in rec.items() if k.startswith("probe_")}
         if extra:
-            lines.append("  last in-training probe: " + ", ".join(f"{k} {v:.1f}%" for k, v in extra.items()))
+            lines.append("  last in-training probe (val): " + ", ".join(f"{k} {v:.1f}%" for k, v in extra.items()))
     return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from mvd_lib.demo import run_demo
 
-    run_demo(scale=args.scale, runs=args.runs, progress=not args.no_progress)
+    run_demo(profile=args.profile, runs=args.runs, progress=not args.no_progress)
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mvd_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = sub.add_parser("models", help="table of model presets")
+    p = sub.add_parser("models", help="table of architectures")
     p.add_argument("--mask-ratio", type=float, default=0.9, help="tube mask ratio for the visible-token column")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("bench", help="time one step of a run type; prints one JSON line")
-    p.add_argument("--run", default="distill-step", choices=["distill-step", *RUN_VERBS],
-                   help="distill-step (default): a student preset with two teachers of the reference pairing; "
-                        "or a run type, with --preset naming a run preset of it (e.g. --run finetune --preset laptop)")
-    p.add_argument("--preset", required=True, help="model preset for distill-step, else a run preset")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a run preset field")
-    p.add_argument("--teacher", choices=sorted(PRESETS), help="teacher preset (default: the reference pairing)")
+    p = sub.add_parser("presets", help="list the profiles and run presets")
+    p.add_argument("verb_filter", nargs="?", choices=VERBS, help="only this run type")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("bench", help="time one step of a run preset; prints one JSON line")
+    p.add_argument("--run", default="distill", choices=[*VERBS, "rejection"],
+                   help="run type to time (default distill), or 'rejection': the wall time of a refused bad setting")
+    p.add_argument("--preset", default="laptop", help="run preset (default laptop), e.g. paper_vit_b")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a run setting")
+    p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--batch", type=int, help="clips per step (default 8 on CPU, 32 on GPU)")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="compute dtype (default bf16 on GPU, fp32 on CPU)")
     p.add_argument("--attention", choices=["sdpa", "math"], default="sdpa", help="attention kernel (default sdpa)")
-    p.add_argument("--steps", type=int, help="timed steps (default 3 on CPU, 10 on GPU)")
+    p.add_argument("--steps", type=int, help="timed steps (default 3 on CPU, 10 on GPU; rejection: 5 repeats)")
     p.add_argument("--warmup", type=int, help="untimed warm-up steps (default 1 on CPU, 3 on GPU)")
-    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing in the student")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("presets", help="list the run presets")
-    p.add_argument("verb_filter", nargs="?", choices=RUN_VERBS, help="only this run type")
-    p.set_defaults(func=cmd_presets)
-
-    for verb in RUN_VERBS:
+    for verb in VERBS:
         p = sub.add_parser(verb, help=RUN_HELP[verb], description=RUN_HELP[verb])
-        p.add_argument("--preset", required=True, help="named preset (python -m mvd_lib presets lists them)")
+        p.add_argument("--preset", help="run preset <profile>[_<variant>] (python -m mvd_lib presets lists them)")
+        p.add_argument("--profile", help="profile: smoke, quick, laptop, paper_vit_{s,b,l,h} (its default variant)")
+        p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a profile setting for this run and every run it depends on, e.g. seed=1, "
+                            "data.num_clips=500, distill_optim.epochs=5 (repeatable)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a field, e.g. --set optim.lr=1e-3 --set data.num_clips=500 (repeatable)")
+                       help="override a setting of this run only, e.g. --set optim.lr=1e-3 (repeatable)")
         p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
-        p.add_argument("--force", action="store_true", help="rerun even if a finished run exists")
+        p.add_argument("--force", action="store_true", help="rerun this run from scratch even if it finished")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
-        p.add_argument("--stop-after-steps", type=int, help="stop resumably after N optimizer steps")
+        p.add_argument("--probe-every", type=int, default=0, metavar="N",
+                       help="in-training linear probe on the val split every N epochs (not part of the run's hash)")
+        p.add_argument("--stop-after-steps", type=int, metavar="N", help="stop resumably after N optimizer steps")
         p.add_argument("--trust-checkpoint", action="store_true",
                        help="allow file: checkpoints holding pickled Python objects (the official releases store "
                             "their argparse args that way); unpickling runs code from the file, so only for trusted files")
         p.set_defaults(func=cmd_run, verb=verb)
 
     p = sub.add_parser("demo", help="short end-to-end run on CPU")
-    p.add_argument("--scale", choices=["smoke", "laptop"], default="smoke", help="preset scale (default smoke)")
+    p.add_argument("--profile", default="smoke", help="profile (default smoke)")
     p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
@@ -228,7 +263,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    debug = args.debug or os.environ.get("MVD_DEBUG", "") not in ("", "0")
+    for name in ("probe_every", "stop_after_steps"):  # range checks before any work
+        value = getattr(args, name, None)
+        if value is not None and value < (0 if name == "probe_every" else 1):
+            print(f"error: --{name.replace('_', '-')} must be >= {0 if name == 'probe_every' else 1}, got {value}",
+                  file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except UserError as err:
+        if debug:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run resumes from its last checkpoint when started again", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
 
 
 if __name__ == "__main__":

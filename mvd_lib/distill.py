@@ -14,24 +14,15 @@ for video teachers built by mvd_lib.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
 from torch import nn
 
+from mvd_lib.config import MVDLossConfig
 from mvd_lib.losses import distillation_loss, pixel_loss, video_pixel_targets
 from mvd_lib.masking import gather_masked
 from mvd_lib.student import PIXEL_BRANCH
-
-
-@dataclass
-class MVDLoss:
-    """Loss weights and options of the objective."""
-
-    weights: dict[str, float] = field(default_factory=lambda: {"img": 1.0, "vid": 1.0, "pix": 1.0})  # lambda_k
-    beta: float = 1.0  # Smooth L1 beta
-    norm_target: bool = False  # LayerNorm (no affine) on teacher features; off in every released run
 
 
 @torch.no_grad()
@@ -47,7 +38,7 @@ def mvd_loss(
     video: torch.Tensor,
     mask: torch.Tensor,
     targets: Mapping[str, torch.Tensor],
-    spec: MVDLoss = MVDLoss(),
+    loss: MVDLossConfig = MVDLossConfig(),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and per-branch losses for one batch.
 
@@ -57,10 +48,11 @@ def mvd_loss(
     n_mask = int(mask[0].sum())
     feats = {k: v for k, v in preds.items() if k != PIXEL_BRANCH}
     gathered = {k: (t if t.shape[1] == n_mask else gather_masked(t, mask)) for k, t in targets.items() if k in feats}
-    total, parts = distillation_loss(feats, gathered, spec.weights, spec.beta, spec.norm_target)
+    weights = {k: loss.weight(k) for k in feats}
+    total, parts = distillation_loss(feats, gathered, weights, loss.beta, loss.norm_target)
     if PIXEL_BRANCH in preds:
         cfg = student.cfg
         pix_target = gather_masked(video_pixel_targets(video, cfg.patch_size, cfg.tubelet_size), mask)
         parts[PIXEL_BRANCH] = pixel_loss(preds[PIXEL_BRANCH], pix_target)
-        total = total + spec.weights.get(PIXEL_BRANCH, 1.0) * parts[PIXEL_BRANCH]
+        total = total + loss.weight(PIXEL_BRANCH) * parts[PIXEL_BRANCH]
     return total, parts

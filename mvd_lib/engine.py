@@ -33,31 +33,9 @@ from tqdm.auto import tqdm
 
 from mvd_lib import devices
 from mvd_lib.checkpoint import atomic_save, read_checkpoint
+from mvd_lib.config import OptimConfig
 from mvd_lib.distributed import DistInfo, ResumableSampler, all_reduce_mean, any_true
 from mvd_lib.optim import apply_schedule, cosine_schedule, scaled_lr
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimisation recipe (reference defaults: MVD pretraining)."""
-
-    epochs: int = 400  # training epochs
-    warmup_epochs: int = 40  # linear warmup from 0, in epochs
-    batch_size: int = 1024  # TOTAL batch per optimizer step over all processes and accumulation steps
-    accum_steps: int = 1  # gradient accumulation steps per optimizer step (the reference's update_freq)
-    lr: float = 1.5e-4  # base learning rate (multiplied by batch_size / 256 when scale_lr)
-    min_lr: float = 1e-5  # final learning rate of the cosine (scaled the same way)
-    scale_lr: bool = True  # the reference's linear scaling rule lr = base * total_batch / 256
-    weight_decay: float = 0.05  # AdamW weight decay (decayed groups only)
-    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
-    layer_decay: float = 1.0  # layer-wise lr decay (finetuning: 0.75); 1.0 = off
-    clip_grad: float = 0.0  # max gradient norm; 0 = no clipping (the reference's default)
-
-    def __post_init__(self) -> None:
-        if self.batch_size % self.accum_steps:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by accum_steps {self.accum_steps}")
-        if self.epochs < 1 or self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise ValueError(f"need 1 <= epochs and 0 <= warmup_epochs <= epochs, got {self.epochs}, {self.warmup_epochs}")
 
 
 class Task(Protocol):

@@ -15,23 +15,7 @@ from __future__ import annotations
 
 import torch
 
-
-def num_masked(num_tokens: int, ratio: float) -> int:
-    """Number of masked tokens among `num_tokens` at `ratio`: int(ratio * n), the reference's rounding."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
-    return int(ratio * num_tokens)
-
-
-def masked_count(grid: tuple[int, int, int], ratio: float, kind: str = "tube") -> int:
-    """Masked tokens per clip on a (T', H', W') grid: T' * int(ratio * H'W') for tube masks, int(ratio * N) for
-    random ones (8x14x14 at 0.9, tube: 1408, leaving 160 visible)."""
-    t, h, w = grid
-    if kind == "tube":
-        return t * num_masked(h * w, ratio)
-    if kind == "random":
-        return num_masked(t * h * w, ratio)
-    raise ValueError(f"mask kind must be 'tube' or 'random', got {kind!r}")
+from mvd_lib.config import masked_count, num_masked  # noqa: F401  (the count arithmetic is torch-free)
 
 
 def random_mask(batch: int, num_tokens: int, ratio: float, generator: torch.Generator | None = None,

@@ -1,238 +1,196 @@
-"""Run records: typed overrides, config hashes, run folders, and train-or-load.
+"""Runs as objects: a finished (or interrupted) run's folder, config, metrics and curves, and its models.
 
-Every run (teacher pretraining, distillation, finetuning, probing, evaluation) is a config dataclass
-(recipes.py). Its folder is named from the config's hash, `runs/<verb>/<name>-<hash10>/`, and holds:
+Every run lives in `runs/<verb>/<preset>-<hash>/` and holds
 
-    config.json     the full config (and the hashes of the runs it depends on)
-    metrics.json    loss curve, final metrics, wall time, estimated training FLOPs, device, status
+    config.json     record schema, run type, preset, hash, the full config, the profile it was made in, the
+                    fingerprints of the runs and files it depends on, and the identity of its input lists
+    metrics.json    status, loss / part / lr curves, in-training probes, final metrics, wall time, FLOPs, device
     command.txt     the command that reproduces it
-    checkpoint-last.pth / model.pth   resumable state / final weights in the reference key layout
+    model.pth       final weights in the reference key layout (training run types)
+    checkpoint-last.pth   resumable state while the run is unfinished
 
-`train_or_load(cfg)` returns the finished run if its folder says so, otherwise takes it from the shipped
-artifacts folder (small laptop-scale runs committed to the repository, each with config.json, metrics.json
-and command.txt), otherwise resumes or starts it. Changing any field, or any field of a run it depends on,
-changes the hash, so finished work is never repeated and stale work is never reused.
+A `Run` hands back what a notebook needs, exactly as the rest of the library uses it:
 
-Overrides (`--set optim.lr=1e-3`) are parsed against the dataclass field types: an unknown key or a value of
-the wrong type fails with a clear message before any compute.
+    run.config, run.metrics, run.curves, run.folder, run.finished
+    run.encoder()   the trained encoder, loaded strictly (video ViT, or MAE image ViT)
+    run.teacher()   the frozen teacher whose forward gives the features distillation regresses (the last
+                    block before the final norm; the image teacher reads the front frame of every tubelet)
+    run.model()     the whole trained model (MAE / VideoMAE with decoder, MVD student with its decoders, classifier)
+
+A `Run` is accepted wherever a reference string is (teachers, init, encoder): it stands for "<verb>@<hash>".
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import shutil
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any
+
+from mvd_lib.config import CONFIG_TYPES, config_from_dict
+from mvd_lib.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = Path(os.environ.get("MVD_RUNS", "runs"))
 ARTIFACTS = Path(os.environ.get("MVD_ARTIFACTS", REPO_ROOT / "artifacts"))
+SCHEMA = 2  # version of config.json; records without it were made before runs had profiles
 
 
-class ConfigError(ValueError):
-    """An override or config value is unknown, ill-typed or inconsistent (raised before any compute)."""
+@dataclass
+class Curves:
+    """A run's training curves against the optimizer step (x axis: `step`, 1-based)."""
+
+    step: list[int]  # optimizer steps
+    loss: list[float]  # global mean loss per step
+    parts: dict[str, list[float]]  # per-part losses (e.g. "img", "vid", "pix"; finetune "ce", "train_top1")
+    lr: list[float]  # base learning rate per step
+    probes: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)  # in-training probes: (steps, %)
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any]) -> "Curves":
+        loss = list(metrics.get("loss_curve", []))
+        probes: dict[str, tuple[list[int], list[float]]] = {}
+        for rec in metrics.get("epoch_metrics", []):
+            for key, value in rec.items():
+                if key.startswith("probe_"):
+                    steps, values = probes.setdefault(key[len("probe_"):], ([], []))
+                    steps.append(int(rec["step"]))
+                    values.append(float(value))
+        return cls(step=list(range(1, len(loss) + 1)), loss=loss, parts=dict(metrics.get("parts_curve", {})),
+                   lr=list(metrics.get("lr_curve", [])), probes=probes)
 
 
-# ------------------------------------------------------------------------------------------- overrides
-def _parse(text: str, tp: Any, key: str) -> Any:
-    """Parse `text` as a value of type `tp` (the field's annotation)."""
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        if type(None) in args and text.lower() in ("none", "null", ""):
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _parse(text, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{key}={text!r}: not a valid {tp} ({'; '.join(errors)})")
-    if origin is Literal:
-        for a in args:
-            if str(a) == text:
-                return a
-        raise ConfigError(f"{key}={text!r}: must be one of {list(args)}")
-    if origin is tuple:
-        items = [s for s in text.strip("()[] ").split(",") if s.strip() != ""]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_parse(s.strip(), args[0], key) for s in items)
-        if len(items) != len(args):
-            raise ConfigError(f"{key}={text!r}: expected {len(args)} comma-separated values")
-        return tuple(_parse(s.strip(), a, key) for s, a in zip(items, args))
-    if tp is bool:
-        low = text.lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key}={text!r}: expected true or false")
-    if tp is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"{key}={text!r}: expected an integer") from None
-    if tp is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{key}={text!r}: expected a number") from None
-    if tp is str:
-        return text
-    if dataclasses.is_dataclass(tp):
-        raise ConfigError(f"{key} is a group of settings; set its fields, e.g. {key}.<field>=...")
-    raise ConfigError(f"{key}: values of type {tp} cannot be set from the command line")
-
-
-def _check_type(value: Any, tp: Any, key: str) -> None:
-    """Type-check a Python value given through the API (overrides as a dict)."""
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        for a in args:
-            try:
-                _check_type(value, a, key)
-                return
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}={value!r}: expected {tp}")
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{key}={value!r}: expected None")
-        return
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}={value!r}: must be one of {list(args)}")
-        return
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            raise ConfigError(f"{key}={value!r}: expected a tuple")
-        inner = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
-        if len(inner) != len(value):
-            raise ConfigError(f"{key}={value!r}: expected {len(args)} values")
-        for v, a in zip(value, inner):
-            _check_type(v, a, key)
-        return
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return
-    if tp is bool and isinstance(value, bool):
-        return
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return
-    if tp is str and isinstance(value, str):
-        return
-    if dataclasses.is_dataclass(tp) and isinstance(value, tp):
-        return
-    if tp is Any:
-        return
-    raise ConfigError(f"{key}={value!r}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__}")
-
-
-def _fields(cls: type) -> dict[str, Any]:
-    hints = get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def apply_overrides(cfg: Any, overrides: list[str] | dict[str, Any] | None) -> Any:
-    """A copy of the (nested, frozen) dataclass `cfg` with `overrides` applied.
-
-    `overrides`: ["optim.lr=1e-3", "data.num_clips=500"] (strings, parsed by field type) or
-    {"optim.lr": 1e-3} (values, type-checked). Raises ConfigError on unknown or ill-typed keys."""
-    if not overrides:
-        return cfg
-    items: list[tuple[str, Any, bool]] = []
-    if isinstance(overrides, dict):
-        items = [(k, v, False) for k, v in overrides.items()]
-    else:
-        for o in overrides:
-            if "=" not in o:
-                raise ConfigError(f"override {o!r} must look like key=value (e.g. optim.lr=1e-3)")
-            k, v = o.split("=", 1)
-            items.append((k.strip(), v.strip(), True))
-    for key, value, is_text in items:
-        cfg = _set(cfg, key.split("."), value, is_text, key)
-    return cfg
-
-
-def _set(obj: Any, path: list[str], value: Any, is_text: bool, full: str) -> Any:
-    fields = _fields(type(obj))
-    name = path[0]
-    if name not in fields:
-        raise ConfigError(f"unknown setting {full!r}: {type(obj).__name__} has {sorted(fields)}")
-    tp = fields[name]
-    if len(path) > 1:
-        child = getattr(obj, name)
-        if not dataclasses.is_dataclass(child):
-            raise ConfigError(f"{'.'.join(full.split('.')[:-len(path) + 1])} is not a group of settings")
-        return dataclasses.replace(obj, **{name: _set(child, path[1:], value, is_text, full)})
-    if is_text:
-        value = _parse(value, tp, full)
-    else:
-        _check_type(value, tp, full)
-    try:
-        return dataclasses.replace(obj, **{name: value})
-    except (ValueError, TypeError) as err:  # the dataclass's own validation
-        raise ConfigError(f"{full}={value!r}: {err}") from None
-
-
-def config_dict(cfg: Any) -> dict[str, Any]:
-    """JSON-ready dict of a (nested) dataclass; tuples become lists."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-def config_hash(cfg: Any, dependencies: dict[str, str] | None = None) -> str:
-    """10 hex digits of sha256 over the canonical JSON of the config and its dependencies' hashes."""
-    payload = {"config": config_dict(cfg), "dependencies": dependencies or {}}
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
-
-
-# ------------------------------------------------------------------------------------------- run records
 @dataclass
 class Run:
-    """A run's folder and what it recorded."""
+    """A run's record (see the module docstring)."""
 
     verb: str  # run type, e.g. "distill"
-    name: str  # preset name (or "custom")
-    hash: str  # config hash
-    dir: Path  # its folder
+    name: str  # run preset name, e.g. "laptop_img"
+    hash: str  # config hash (with its dependencies' fingerprints)
+    folder: Path  # its folder
     config: Any  # the config dataclass
-    metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json contents
+    dependencies: dict[str, str] = field(default_factory=dict)  # reference field -> fingerprint
+    _metrics: dict[str, Any] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ record
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json ({} while the run has none)."""
+        if self._metrics is None:
+            self._metrics = read_json(self.folder / "metrics.json") if (self.folder / "metrics.json").exists() else {}
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value: dict[str, Any]) -> None:
+        self._metrics = value
+
+    def reload(self) -> "Run":
+        self._metrics = None
+        return self
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "not started")
 
     @property
     def finished(self) -> bool:
-        return self.metrics.get("status") == "finished"
+        return self.status == "finished"
 
     @property
     def model_path(self) -> Path:
-        return self.dir / "model.pth"
+        return self.folder / "model.pth"
 
-    def reload(self) -> "Run":
-        path = self.dir / "metrics.json"
-        self.metrics = json.loads(path.read_text()) if path.exists() else {}
-        return self
+    @property
+    def ref(self) -> str:
+        """The reference string that stands for this run ("<verb>@<hash>")."""
+        return f"{self.verb}@{self.hash}"
+
+    @property
+    def curves(self) -> Curves:
+        return Curves.from_metrics(self.metrics)
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.name} ({self.status}) -> {self.folder}"
+
+    # ------------------------------------------------------------------ models
+    def encoder(self) -> "nn.Module":
+        """The trained encoder, weights loaded strictly (eval mode)."""
+        return _run_type(self).encoder(self).eval()
+
+    def teacher(self) -> "nn.Module":
+        """The frozen teacher made from this run: features exactly as distillation consumes them."""
+        return _run_type(self).teacher(self)
+
+    def model(self) -> "nn.Module":
+        """The whole trained model, weights loaded strictly (eval mode)."""
+        return _run_type(self).model(self).eval()
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "Run":
+        """The run recorded in `folder` (ConfigError naming the folder if its record cannot be read)."""
+        folder = Path(folder)
+        record = read_json(folder / "config.json")
+        if record.get("schema") != SCHEMA:
+            raise ConfigError(f"{folder} was recorded by an older mvd_lib (record schema {record.get('schema', 1)}, "
+                              f"this one reads {SCHEMA}); rerun it (its folder can be deleted)")
+        verb = record.get("verb")
+        if verb not in CONFIG_TYPES:
+            raise ConfigError(f"{folder / 'config.json'}: unknown run type {verb!r}")
+        try:
+            cfg = config_from_dict(CONFIG_TYPES[verb], record["config"])
+        except (ConfigError, TypeError, KeyError) as err:
+            raise ConfigError(f"{folder / 'config.json'}: its config does not match this mvd_lib ({err}); "
+                              "rerun it (its folder can be deleted)") from None
+        return cls(verb, record.get("name", cfg.name), record["hash"], folder, cfg, record.get("dependencies", {}))
+
+
+def _run_type(run: Run):
+    if not run.finished:
+        raise ConfigError(f"{run.verb} {run.name} is {run.status}, not finished: it has no trained model yet")
+    from mvd_lib.runtypes import RUN_TYPES  # run types build the models; records only describe them
+
+    return RUN_TYPES[run.verb]
+
+
+# ------------------------------------------------------------------------------------------------ files
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON record; a missing, empty or damaged file is a ConfigError that names it and the remedy."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        what = "is empty" if not text.strip() else f"is not valid JSON ({err.msg} at line {err.lineno})"
+        raise ConfigError(f"{path} {what}: delete it to rerun the run, or rerun with --force") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a JSON object: delete it to rerun the run, or rerun with --force")
+    return data
 
 
 def run_folder(verb: str, name: str, cfg_hash: str, root: str | os.PathLike = DEFAULT_RUNS) -> Path:
     return Path(root) / verb / f"{name or 'custom'}-{cfg_hash}"
 
 
-def command_line(verb: str, name: str, overrides: list[str] | None = None) -> str:
-    """The command that reproduces a run of a preset with overrides."""
-    sets = " ".join(f"--set {o}" for o in overrides or [])
-    return f"python -m mvd_lib {verb} --preset {name} {sets}".strip()
+def find_run(verb: str, cfg_hash: str, roots: list[Path]) -> Path | None:
+    """The folder of run `verb@cfg_hash` in the first of `roots` that holds one."""
+    for root in roots:
+        hits = sorted((Path(root) / verb).glob(f"*-{cfg_hash}")) if (Path(root) / verb).is_dir() else []
+        if hits:
+            return hits[0]
+    return None
 
 
 def find_artifact(verb: str, name: str, cfg_hash: str, artifacts: str | os.PathLike = ARTIFACTS) -> Path | None:
     """A shipped finished run with this exact hash, if the repository carries one."""
     folder = Path(artifacts) / verb / f"{name or 'custom'}-{cfg_hash}"
     metrics = folder / "metrics.json"
-    if metrics.exists() and json.loads(metrics.read_text()).get("status") == "finished":
+    if metrics.exists() and read_json(metrics).get("status") == "finished":
         return folder
     return None
 
@@ -244,12 +202,10 @@ def adopt_artifact(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
 
 
-def python_command() -> str:
-    """How this process was started (recorded in command.txt when no preset command applies)."""
-    return " ".join([Path(sys.executable).name, *sys.argv])
-
-
-__all__ = [
-    "ConfigError", "apply_overrides", "config_dict", "config_hash", "Run", "run_folder", "command_line",
-    "find_artifact", "adopt_artifact", "DEFAULT_RUNS", "ARTIFACTS",
-]
+def command_line(verb: str, name: str, overrides: list[str] | tuple[str, ...] = (),
+                 profile_overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """The command that reproduces a run of a preset with profile-level and run-level overrides."""
+    parts = [f"python -m mvd_lib {verb} --preset {name}"]
+    parts += [f"--profile-set {o}" for o in profile_overrides]
+    parts += [f"--set {o}" for o in overrides]
+    return " ".join(parts)

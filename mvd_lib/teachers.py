@@ -7,6 +7,7 @@ Targets are taken exactly where the reference takes them (`modeling_teacher.py`,
   image at a time; the cls token is dropped and the T' per-frame maps are concatenated in time order, so
   token t*H'W' + i of the target lines up with the student's token of tubelet t, patch i.
 - `VideoTeacher` (VideoMAE encoder): sees the whole unmasked clip; all N tokens.
+- `EMATeacher` (paper Table 8): an exponential moving average of the student's own encoder.
 
 Both are frozen: parameters never require grad, the module stays in eval mode even under `.train()`, and the
 forward pass runs without autograd. Gather the targets of the masked tokens with `masking.gather_masked`.
@@ -63,3 +64,25 @@ class VideoTeacher(FrozenTeacher):
     @torch.no_grad()
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.model(video, mask=None, pre_norm=True)
+
+
+class EMATeacher(FrozenTeacher):
+    """Bootstrapped teacher (paper Table 8): an exponential moving average of the student's encoder.
+    forward(video) -> [B, N, D], the last block before the final norm, like the fixed teachers."""
+
+    def __init__(self, student: VideoViT, momentum: float):
+        encoder = VideoViT(student.cfg, pos_embed="sincos3d", store_pos_embed=True, final_norm=True, seed=None)
+        encoder.load_state_dict({k: v for k, v in student.state_dict().items() if k in encoder.state_dict()})
+        super().__init__(encoder)
+        self.momentum = momentum
+
+    @torch.no_grad()
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.model(video, mask=None, pre_norm=True)
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        """teacher = m * teacher + (1 - m) * student, parameter by parameter."""
+        params = dict(student.named_parameters())
+        for name, p in self.model.named_parameters():
+            p.mul_(self.momentum).add_(params[name].detach(), alpha=1 - self.momentum)

@@ -80,13 +80,13 @@ def test_overrides_are_checked():
     assert augment_config(REFERENCE, crop_scale=[0.2, 1.0]).crop_scale == (0.2, 1.0)  # lists from JSON
     with pytest.raises(ValueError, match="unknown AugmentConfig field"):
         augment_config("reference", flip=0.0)
-    with pytest.raises(ValueError, match="unknown augmentation preset"):
+    with pytest.raises(ValueError, match="unknown augmentation recipe"):
         augment_config("heavy")
     with pytest.raises(ValueError):
         AugmentConfig(flip_prob=1.5)
     with pytest.raises(ValueError):
         AugmentConfig(erase_mode="noise")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="repeated_aug must be an int"):  # a ConfigError, like every range check
         AugmentConfig(repeated_aug=2.0)
 
 
