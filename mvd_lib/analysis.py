@@ -77,7 +77,8 @@ def slot_features(model: nn.Module, video: torch.Tensor, source: FeatureSource =
     a teacher's encoder, an ImageViT read frame by frame); "target": the last block output BEFORE the final
     norm, exactly the targets distillation consumes (`ImageTeacher.forward` on frames 0, tubelet, 2*tubelet,
     ..., `VideoTeacher.forward`, or a VideoViT's `forward(pre_norm=True)`). An image teacher therefore gives
-    the same T' slots as the video models."""
+    the same T' slots as the video models (a bare ImageViT reads every frame: wrap it in an ImageTeacher to
+    read the frames distillation uses)."""
     if source not in FEATURE_SOURCES:
         raise ValueError(f"unknown feature source {source!r}; use one of {FEATURE_SOURCES}")
     video = video.to(model_device(model))
@@ -91,8 +92,10 @@ def slot_features(model: nn.Module, video: torch.Tensor, source: FeatureSource =
 
 
 def iterate_clips(clips: Any, batch_size: int = 8) -> Iterator[torch.Tensor]:
-    """Batches `[B, C, T, H, W]` from a tensor ([B, C, T, H, W] or one clip [C, T, H, W]), a dataset whose items
-    carry "video" [C, T, H, W] (read in order), or an iterable of tensors / dicts with "video"."""
+    """Batches `[B, C, T, H, W]` from a tensor or array ([B, C, T, H, W] or one clip [C, T, H, W]), a dataset
+    whose items carry "video" [C, T, H, W] (read in order), or an iterable of tensors / dicts with "video"."""
+    if isinstance(clips, np.ndarray):
+        clips = torch.as_tensor(clips)
     if isinstance(clips, torch.Tensor):
         yield from (clips[None] if clips.dim() == 4 else clips).split(batch_size)
         return

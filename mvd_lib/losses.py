@@ -7,7 +7,8 @@
   * images (MAE `norm_pix_loss`): patch values in (p, q, c) order, normalized over all p*p*C values of the patch;
   * videos (VideoMAE): the ImageNet normalization is undone, tubelet values in (t, p, q) x c order, each
     channel normalized over the tubelet's t*p*q values, then flattened to t*p*q*C.
-Both use the unbiased variance and eps 1e-6, as the references do.
+Both use the unbiased variance and eps 1e-6, as the references do. Their inverses (`*_pixel_targets_inverse`,
+with the original patch's statistics) and `unpatchify_*` turn predictions back into pixels for display.
 """
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ def unpatchify_videos(patches: torch.Tensor, patch: int, tubelet: int, grid: tup
     return x.reshape(B, C, t * tubelet, h * patch, w * patch)
 
 
-def image_pixel_targets_inverse(values: torch.Tensor, images: torch.Tensor, patch: int, eps: float = 1e-6) -> torch.Tensor:
+def image_pixel_targets_inverse(values: torch.Tensor, images: torch.Tensor, patch: int,
+                                eps: float = 1e-6) -> torch.Tensor:
     """Inverse of `image_pixel_targets` using the statistics of each patch of `images`.
 
     values: [B, L, p*p*C] normalized patch values (targets or predictions); images: [B, C, H, W] the inputs
