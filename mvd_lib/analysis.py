@@ -228,7 +228,7 @@ def _pixel_predictions(model: nn.Module, x: torch.Tensor, mask: torch.Tensor) ->
     if isinstance(model, MVDStudent):
         latent = VideoViT.forward(model, x, mask)  # [B, N_vis, D]
         return model.decode(PIXEL_BRANCH, latent, mask)
-    raise TypeError(f"cannot reconstruct pixels with {type(model).__name__}")
+    raise TypeError(f"cannot reconstruct pixels with {type(model).__name__}")  # reconstruct checks first
 
 
 def reconstruct(model: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -241,9 +241,13 @@ def reconstruct(model: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.
     MAE demo does, so a reconstruction borrows each masked patch's mean colour and contrast from the input.
     Returns the same shape as x, in ImageNet-normalized space (`transforms.denormalize` gives pixels); with
     nothing masked it is x exactly."""
+    if not isinstance(model, (MAEPretrain, VideoMAEPretrain, MVDStudent)):
+        raise TypeError(f"cannot reconstruct pixels with {type(model).__name__}; use MAEPretrain, VideoMAEPretrain "
+                        "or an MVDStudent with pixel=True")
     if isinstance(model, MVDStudent) and PIXEL_BRANCH not in model.branches:
         raise ValueError(f"the student has no pixel branch {PIXEL_BRANCH!r}; build it with pixel=True")
     cfg = model.cfg
+    x = x.to(model_device(model))
     mask = mask.to(x.device)
     if x.dim() == 4:
         if not isinstance(model, MAEPretrain):
@@ -301,6 +305,7 @@ def reconstructions(model: nn.Module, x: torch.Tensor, ratios: Sequence[float] =
     """`reconstruct` at each mask ratio, each mask drawn from a generator seeded with `seed`.
     x: images [B, C, H, W] (MAEPretrain) or video [B, C, T, H, W]."""
     cfg = model.cfg
+    x = x.to(model_device(model))
     tubelet = None if x.dim() == 4 else cfg.tubelet_size
     out = []
     for ratio in ratios:

@@ -235,6 +235,8 @@ def test_reconstruction_rejects_a_student_without_pixels_and_wrong_layouts():
         A.reconstruct(build_mae("vit_nano", NANO), clips(1), mask)
     with pytest.raises(ValueError, match="videos"):
         A.reconstruct(build_videomae("vit_nano", NANO), clips(1)[:, :, 0], mask)
+    with pytest.raises(TypeError, match="MAEPretrain"):
+        A.reconstruct(VideoViT(NANO), clips(1), mask)
 
 
 # ================================================================================ 3. target vs prediction
