@@ -6,13 +6,18 @@ deterministic names; `figures_dir=` or the MVD_FIGURES_DIR environment variable 
 
 Accepted clip layouts (see `to_uint8_frames`): uint8 `[T, H, W, 3]` (generator / decord output) and float
 `[C, T, H, W]` tensors or arrays as the datasets return them (ImageNet-normalized unless `normalized=False`).
+
+The figures of the analysis arrays (analysis.py) are drawn by its companions below: cross-frame similarity
+(paper Figure 3), reconstructions at several mask ratios, teacher target vs student prediction, attention
+rollout and distances, and run curves. Each returns a Figure and saves it through `save_figure` when `save`
+is True (under its default name) or a name. Heatmaps are drawn with seaborn.
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +27,7 @@ from mvd_lib import transforms as T
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from mvd_lib.analysis import AttentionDistance, Curves, FrameSimilarity, MaskedReconstruction, TargetMaps
     from mvd_lib.synthetic import SyntheticConfig
 
 FIGURES_ENV = "MVD_FIGURES_DIR"
@@ -146,3 +152,168 @@ def save_figure(fig: "Figure", name: str, figures_dir: str | Path | None = None,
     path = folder / f"{stem}.png"
     fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None}, bbox_inches="tight")
     return path
+
+
+# ================================================================================ analysis companions
+def _finish(fig: "Figure", save: bool | str, default_name: str, figures_dir: str | Path | None) -> "Figure":
+    """Save `fig` through `save_figure` when asked (True: under `default_name`; a string: under that name)."""
+    if save:
+        save_figure(fig, default_name if save is True else str(save), figures_dir)
+    return fig
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def similarity_figure(results: "FrameSimilarity | Mapping[str, FrameSimilarity]", annotate: bool | None = None,
+                      save: bool | str = False, figures_dir: str | Path | None = None) -> "Figure":
+    """Paper Figure 3: one row per model ({label: FrameSimilarity}), columns raw and slot-centred T' x T'
+    cosine-similarity heatmaps on a shared [-1, 1] scale, one colour bar. Default name "frame_similarity"."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = dict(results) if isinstance(results, Mapping) else {"": results}
+    fig, axes = plt.subplots(len(rows), 2, figsize=(6.4, 2.9 * len(rows)), squeeze=False, layout="constrained")
+    for r, (label, sim) in enumerate(rows.items()):
+        n = sim.raw.shape[0]
+        for c, (name, mat) in enumerate((("raw", sim.raw), ("slot-centred", sim.centred))):
+            ax = axes[r, c]
+            sns.heatmap(mat, ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", square=True, cbar=False,
+                        annot=n <= 8 if annotate is None else annotate, fmt=".2f", annot_kws={"size": 7})
+            ax.set_title(f"{label} {name}".strip(), fontsize=9)
+            ax.set_xlabel("time slot")
+            ax.set_ylabel("time slot" if c == 0 else "")
+    fig.colorbar(axes[0, 0].collections[0], ax=axes.ravel().tolist(), shrink=0.8, label="cosine similarity")
+    return _finish(fig, save, "frame_similarity", figures_dir)
+
+
+def reconstruction_figure(original: torch.Tensor, views: "Sequence[MaskedReconstruction]", index: int = 0,
+                          max_frames: int = 8, title: str | None = None, save: bool | str = False,
+                          figures_dir: str | Path | None = None) -> "Figure":
+    """Frame strip: the original, then a masked-input row and a reconstruction row per mask ratio.
+    original: [B, C, T, H, W] or images [B, C, H, W] (sample `index` is shown); views: `analysis.reconstructions`.
+    Default name "reconstructions"."""
+    clips = [original[index]]
+    labels = ["original"]
+    for v in views:
+        clips += [v.masked[index], v.reconstruction[index]]
+        labels += [f"masked {v.ratio:.0%}", f"reconstruction {v.ratio:.0%}"]
+    fig = frame_strip(clips, labels, title=title, max_frames=max_frames)
+    return _finish(fig, save, "reconstructions", figures_dir)
+
+
+def save_reconstruction_gif(original: torch.Tensor, view: "MaskedReconstruction", path: str | Path, index: int = 0,
+                            fps: float = 4.0, scale: int = 4) -> Path:
+    """A looping GIF of original | masked input | reconstruction side by side (sample `index`). Returns the path."""
+    parts = [to_uint8_frames(x[index]) for x in (original, view.masked, view.reconstruction)]
+    gap = np.full((*parts[0].shape[:2], 1, 3), 255, dtype=np.uint8)  # a white column between the clips
+    return save_gif(np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=2), path, fps=fps, scale=scale)
+
+
+def target_maps_figure(maps: "TargetMaps", index: int = 0, title: str | None = None, save: bool | str = False,
+                       figures_dir: str | Path | None = None) -> "Figure":
+    """Rows: teacher target (PCA colours), student prediction (same projection), cosine error at masked tokens;
+    columns: time slots; one colour bar for the error. Default name "target_maps_<branch>"."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    target, pred, error = maps.target[index], maps.prediction[index], maps.error[index]
+    t = target.shape[0]
+    vmax = float(np.nanmax(error)) if np.isfinite(error).any() else 1.0
+    fig, axes = plt.subplots(3, t, figsize=(1.6 * t + 1.4, 5.0), squeeze=False, layout="constrained")
+    for s in range(t):
+        axes[0, s].imshow(target[s], interpolation="nearest")
+        axes[1, s].imshow(pred[s], interpolation="nearest")
+        sns.heatmap(error[s], ax=axes[2, s], vmin=0.0, vmax=max(vmax, 1e-6), cmap="magma", cbar=False, square=True)
+        axes[0, s].set_title(f"slot {s}", fontsize=8)
+        for r in range(3):
+            _bare(axes[r, s])
+    for r, label in enumerate(("target", "prediction", "1 - cos")):
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.colorbar(axes[2, 0].collections[0], ax=axes[2, :].tolist(), shrink=0.9, label="1 - cos")
+    branch = f" ({maps.branch})" if maps.branch else ""
+    fig.suptitle(title or f"teacher target vs student prediction{branch}; PCA explains "
+                 f"{100 * float(maps.explained.sum()):.0f}% of the targets' variance", fontsize=9)
+    return _finish(fig, save, f"target_maps_{maps.branch}" if maps.branch else "target_maps", figures_dir)
+
+
+def rollout_figure(rollout_map: np.ndarray | torch.Tensor, video: torch.Tensor | None = None, tubelet: int = 2,
+                   save: bool | str = False, figures_dir: str | Path | None = None) -> "Figure":
+    """Attention-rollout heatmaps, one per time slot (`analysis.rollout_map` of one clip: [T', H', W']), on a
+    shared scale; with `video` ([C, T, H, W]) a row of each slot's front frame above them. Default name
+    "attention_rollout"."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    heat = np.asarray(rollout_map.detach().cpu() if isinstance(rollout_map, torch.Tensor) else rollout_map)
+    t = heat.shape[0]
+    rows = 1 if video is None else 2
+    fig, axes = plt.subplots(rows, t, figsize=(1.6 * t + 1.2, 1.7 * rows + 0.3), squeeze=False, layout="constrained")
+    if video is not None:
+        frames = to_uint8_frames(video)
+        for s in range(t):
+            axes[0, s].imshow(frames[s * tubelet], interpolation="nearest")
+            _bare(axes[0, s])
+    for s in range(t):
+        ax = axes[rows - 1, s]
+        sns.heatmap(heat[s], ax=ax, vmin=float(heat.min()), vmax=float(heat.max()), cmap="viridis", cbar=False,
+                    square=True)
+        _bare(ax)
+        axes[0, s].set_title(f"slot {s}", fontsize=8)
+    fig.colorbar(axes[-1, 0].collections[0], ax=axes.ravel().tolist(), shrink=0.8, label="rollout")
+    return _finish(fig, save, "attention_rollout", figures_dir)
+
+
+def attention_distance_figure(distance: "AttentionDistance", save: bool | str = False,
+                              figures_dir: str | Path | None = None) -> "Figure":
+    """Scatter of mean spatial vs temporal attention distance, one point per head, coloured by layer.
+    Default name "attention_distance"."""
+    import matplotlib.pyplot as plt
+
+    layers = distance.spatial.shape[0]
+    cmap = plt.get_cmap("viridis")
+    fig, ax = plt.subplots(figsize=(4.6, 3.6), layout="constrained")
+    for layer in range(layers):
+        ax.scatter(distance.spatial[layer], distance.temporal[layer], s=22, label=f"layer {layer + 1}",
+                   color=cmap(layer / max(1, layers - 1)))
+    ax.set_xlabel("mean spatial distance (patches)")
+    ax.set_ylabel("mean temporal distance (time slots)")
+    ax.legend(fontsize=7, ncol=1 + layers // 8, frameon=False)
+    return _finish(fig, save, "attention_distance", figures_dir)
+
+
+def curves_figure(curves: "Curves", smooth: int = 1, title: str | None = None, save: bool | str = False,
+                  figures_dir: str | Path | None = None) -> "Figure":
+    """Loss and its parts (log axis, smoothed over `smooth` steps) with the learning rate on a twin axis; probe
+    accuracies in a second panel when the run has any. x axis: optimizer steps. Default name "curves"."""
+    import matplotlib.pyplot as plt
+
+    c = curves.smoothed(smooth) if smooth > 1 else curves
+    panels = 2 if c.probes else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 2.8 * panels), sharex=True, squeeze=False,
+                             layout="constrained")
+    ax = axes[0, 0]
+    ax.plot(c.step, c.loss, color="black", label="loss")
+    for name, values in c.parts.items():
+        ax.plot(c.step, values, lw=1, label=name)
+    positive = all(np.all(v > 0) for v in (c.loss, *c.parts.values()))
+    ax.set_yscale("log" if positive else "linear")
+    ax.set_ylabel("loss" + (f" (mean of {smooth} steps)" if smooth > 1 else ""))
+    twin = ax.twinx()
+    if c.lr.size:
+        twin.plot(c.step, c.lr, color="grey", ls="--", lw=1, label="lr")
+    twin.set_ylabel("learning rate")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=7, frameon=False)
+    if c.probes:
+        pax = axes[1, 0]
+        for name, (steps, values) in c.probes.items():
+            pax.plot(steps, values, marker="o", label=name)
+        pax.set_ylabel("probe top-1 (%)")
+        pax.legend(fontsize=7, frameon=False)
+    axes[-1, 0].set_xlabel("optimizer step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _finish(fig, save, "curves", figures_dir)
