@@ -10,7 +10,11 @@ What it adds:
   the metrics so far; the data order is a function of (seed, epoch) and a resumed epoch skips the batches
   already seen, so a run killed at any point and resumed produces the same loss curve as an uninterrupted one
   (on CPU, bit for bit). Checkpoints are written atomically (temp file, then rename);
-- a non-finite loss stops the run with a clear message; the last good checkpoint is kept;
+- a non-finite loss stops the run (`NonFiniteLossError`, with the step, epoch, loss parts and the last
+  checkpoint as fields); a checkpoint is only ever written from finite weights and optimizer state, so the one
+  left behind is the last good one; a damaged or non-finite `checkpoint-last.pth` is refused with the remedy;
+- the resumable state is kept after the last epoch until `finish()`: a run killed while its results are being
+  written (e.g. during the final evaluation) resumes at its end instead of training again;
 - progress bars (tqdm.auto) with loss, lr and clips/s; optional hooks (e.g. a cheap probe) after each epoch;
 - torchrun DDP: each process reads its share of each global batch; the recorded loss is the global mean.
 
@@ -32,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mvd_lib import devices
-from mvd_lib.checkpoint import atomic_save, read_checkpoint
+from mvd_lib.checkpoint import CheckpointError, atomic_save, name_some, non_finite_tensors, read_checkpoint
 from mvd_lib.distributed import DistInfo, ResumableSampler, all_reduce_mean, any_true
 from mvd_lib.optim import apply_schedule, cosine_schedule, scaled_lr
 
@@ -71,7 +75,27 @@ class Task(Protocol):
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when a loss is NaN or infinite; the last good checkpoint is kept."""
+    """The run diverged: a loss, or the weights about to be checkpointed, hold NaN or inf.
+
+    Nothing is written from non-finite values, so `checkpoint` (the run's checkpoint-last.pth, or None if the run
+    diverged before its first checkpoint) holds the last finite state, at `checkpoint_step`. `to_dict()` gives a
+    JSON-ready record for the run's metrics (status "diverged")."""
+
+    def __init__(self, message: str, *, what: str = "loss", step: int | None = None, epoch: int | None = None,
+                 parts: dict[str, float] | None = None, lr: float | None = None, checkpoint: Path | None = None,
+                 checkpoint_step: int | None = None, tensors: list[str] | None = None):
+        super().__init__(message)
+        self.what = what  # "loss" (a non-finite loss) or "weights" (non-finite weights / optimizer state)
+        self.step, self.epoch, self.lr = step, epoch, lr  # where it happened; lr: the scheduled lr of that step
+        self.parts = dict(parts or {})  # the loss parts of that step (NaN / inf included)
+        self.checkpoint, self.checkpoint_step = checkpoint, checkpoint_step  # last finite checkpoint, or None
+        self.tensors = list(tensors or [])  # non-finite tensors (what == "weights")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "diverged", "what": self.what, "step": self.step, "epoch": self.epoch, "lr": self.lr,
+                "parts": {k: (v if math.isfinite(v) else str(v)) for k, v in self.parts.items()},
+                "checkpoint": str(self.checkpoint) if self.checkpoint is not None else None,
+                "checkpoint_step": self.checkpoint_step, "tensors": self.tensors, "message": str(self)}
 
 
 @dataclass
@@ -133,6 +157,14 @@ class Trainer:
         self.dist, self.num_workers = dist_info, num_workers
         self.checkpoint_every, self.hooks = checkpoint_every, hooks or []
         self.progress, self.stop_after_steps, self.description = progress, stop_after_steps, description
+        for setting, value in (("checkpoint_every", checkpoint_every), ("num_workers", num_workers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{setting} must be an integer >= 0, got {value!r}")
+        if stop_after_steps is not None and (isinstance(stop_after_steps, bool) or not isinstance(stop_after_steps, int)
+                                             or stop_after_steps < 1):
+            raise ValueError(f"stop_after_steps must be an integer >= 1 (or None to train to the end), "
+                             f"got {stop_after_steps!r}")
+        self._checkpoint_step: int | None = None  # step of the checkpoint this trainer wrote or resumed from
 
         per_step = optim.batch_size // optim.accum_steps
         if per_step % dist_info.world:
@@ -163,12 +195,54 @@ class Trainer:
     def _rng_file(self) -> Path:
         return self.run_dir / f"rng-rank{self.dist.rank}.pth"
 
+    @property
+    def finished(self) -> bool:
+        """True once every epoch has been trained."""
+        return self.state.epoch >= self.optim.epochs
+
+    def non_finite_state(self) -> list[str]:
+        """Names of the weights, buffers and optimizer-state tensors holding NaN or inf (one device sync);
+        optimizer state is named `optimizer[<parameter>].<entry>`."""
+        names = {id(p): n for n, p in self.task.model.named_parameters()}
+        tensors = [(k, v) for k, v in self.task.model.state_dict().items() if v.is_floating_point()]
+        for param, st in self.optimizer.state.items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    tensors.append((f"optimizer[{names.get(id(param), '?')}].{k}", v))
+        if not tensors:
+            return []
+        flags = torch.stack([torch.isfinite(v).all().to(self.device) for _, v in tensors]).cpu()
+        return [name for (name, _), ok in zip(tensors, flags.tolist()) if not ok]
+
+    def _last_good(self) -> tuple[Path | None, str]:
+        """(checkpoint path or None, a phrase for messages) of the last checkpoint written or resumed from."""
+        if self._checkpoint_step is not None and self.last_checkpoint.exists():
+            return self.last_checkpoint, f"the last finite checkpoint is {self.last_checkpoint} (step {self._checkpoint_step})"
+        return None, "no checkpoint of this run was written before it"
+
+    def _diverged(self, what: str, detail: str, parts: dict[str, float] | None = None, lr: float | None = None,
+                  tensors: list[str] | None = None) -> NonFiniteLossError:
+        path, phrase = self._last_good()
+        msg = (f"{detail}; {phrase}; training is deterministic, so rerunning it unchanged diverges again: lower "
+               f"optim.lr (now {self.optim.lr:g}), set optim.clip_grad, or train in float32/bf16")
+        return NonFiniteLossError(msg, what=what, step=self.state.step, epoch=self.state.epoch, parts=parts, lr=lr,
+                                  checkpoint=path, checkpoint_step=self._checkpoint_step if path else None,
+                                  tensors=tensors)
+
     def save(self) -> None:
-        """Atomically write the resumable state (main process; every process saves its own RNG stream)."""
+        """Atomically write the resumable state (main process; every process saves its own RNG stream).
+
+        Raises NonFiniteLossError, writing nothing, if any weight or optimizer-state tensor is NaN or inf."""
+        bad = self.non_finite_state()
+        if any_true(bool(bad), self.dist, self.device):
+            raise self._diverged("weights", f"non-finite weights after step {self.state.step} (epoch "
+                                 f"{self.state.epoch}): {len(bad)} weight or optimizer-state tensors hold NaN or "
+                                 f"inf ({name_some(bad, 4)}); not checkpointed", tensors=bad)
         if self.dist.enabled:
             atomic_save({"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, self._rng_file())
         if not self.dist.is_main:
+            self._checkpoint_step = self.state.step
             return
         extra = self.task.extra_state() if hasattr(self.task, "extra_state") else {}
         payload = {
@@ -182,24 +256,58 @@ class Trainer:
             "task": extra,
         }
         atomic_save(payload, self.last_checkpoint)
+        self._checkpoint_step = self.state.step
 
     def resume(self) -> bool:
-        """Load `checkpoint-last.pth` if present. Returns True if the run continues from it."""
-        if not self.last_checkpoint.exists():
+        """Load `checkpoint-last.pth` if present. Returns True if the run continues from it.
+
+        A checkpoint that cannot be read, does not fit, or holds non-finite values raises CheckpointError, one line
+        naming the file and the remedy (delete it to restart the run, or rerun with --force)."""
+        path = self.last_checkpoint
+        if not path.exists():
             return False
-        ckpt = read_checkpoint(self.last_checkpoint)
-        self.task.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(**ckpt["train_state"])
-        rng = read_checkpoint(self._rng_file()) if self.dist.enabled and self._rng_file().exists() else ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        if hasattr(self.task, "load_extra_state"):
-            self.task.load_extra_state(ckpt.get("task", {}))
+        remedy = f"delete {path} to restart this run from step 0, or rerun with --force"
+        try:
+            ckpt = read_checkpoint(path)
+            for key in ("model", "optimizer", "train_state", "rng"):
+                if key not in ckpt:
+                    raise CheckpointError(f"{path} has no {key!r} entry: it is not a resumable checkpoint")
+            bad = non_finite_tensors({"model": ckpt["model"], "optimizer": ckpt["optimizer"].get("state", {})})
+            if bad:
+                raise CheckpointError(f"{path} holds non-finite values (NaN or inf) in {len(bad)} tensors, e.g. "
+                                      f"{name_some(bad, 4)}: it was saved by a run that diverged")
+            self.task.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            state = TrainState(**ckpt["train_state"])
+            rng = read_checkpoint(self._rng_file()) if self.dist.enabled and self._rng_file().exists() else ckpt["rng"]
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            if hasattr(self.task, "load_extra_state"):
+                self.task.load_extra_state(ckpt.get("task", {}))
+        except CheckpointError as err:
+            raise CheckpointError(f"cannot resume: {err}; {remedy}") from None
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise CheckpointError(f"cannot resume from {path}: {type(err).__name__}: {first}; {remedy}") from None
+        self.state = state
+        self._checkpoint_step = state.step
         return True
+
+    def finish(self) -> None:
+        """Delete the resumable state (checkpoint-last.pth and the per-rank RNG files) of a finished run.
+
+        Call it last, once the run's results (final weights, evaluation, metrics) are safely written: until then a
+        rerun resumes at the end of training instead of training again. Every process removes its own RNG file;
+        the main process removes the checkpoint."""
+        if not self.finished:
+            raise RuntimeError(f"finish() before the end of training (epoch {self.state.epoch} of "
+                               f"{self.optim.epochs}); the resumable state is kept")
+        self._rng_file().unlink(missing_ok=True)
+        if self.dist.is_main:
+            self.last_checkpoint.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
@@ -278,10 +386,10 @@ class Trainer:
                 loss, parts = self.task.loss(self.net, batch, self.state.epoch)
             bad = not math.isfinite(loss.item())
             if any_true(bad, self.dist, self.device):
-                msg = (f"non-finite loss at step {self.state.step} (epoch {self.state.epoch}): "
-                       f"{ {k: float(v) for k, v in parts.items()} }; the last good checkpoint "
-                       f"({self.last_checkpoint}) is kept. Lower the learning rate or use float32/bf16.")
-                raise NonFiniteLossError(msg)
+                values = {k: float(v) for k, v in parts.items()} or {"loss": float(loss.item())}
+                lr = float(self.lr_schedule[self.state.step])
+                raise self._diverged("loss", f"non-finite loss at step {self.state.step} (epoch {self.state.epoch}, "
+                                     f"lr {lr:.3g}): {values}", parts=values, lr=lr)
             scaled = loss / self.optim.accum_steps
             if self.scaler is not None:
                 self.scaler.scale(scaled).backward()
