@@ -12,7 +12,9 @@ mvd_reference.md sections 3-4 give the layouts. What the reference does when loa
 - anything else (an unexpected key, a missing key, a shape mismatch) raises `CheckpointMismatchError`, naming
   every offending key and both shapes;
 - files holding pickled Python objects (the reference stores its argparse `args`) load only with
-  `trust_pickle=True`, because unpickling runs code from the file.
+  `trust_pickle=True`, because unpickling runs code from the file; a file that is no checkpoint at all (empty,
+  text, an HTML page, a Git LFS pointer, truncated, random bytes) raises `CheckpointError` saying what it is;
+- weights holding NaN or inf (saved by a run that diverged) are refused (`NonFiniteCheckpointError`).
 
 Our own checkpoints (`save_checkpoint`) use the same layout, `{model, optimizer, epoch, scaler, args}`, with
 `args` as a plain dict, so they load with `weights_only=True` here and with the official code there.
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from mvd_lib.atomic import atomic_write
+from mvd_lib.errors import UserError
 from mvd_lib.classifier import VideoClassifier
 from mvd_lib.mae import ImageViT, MAEPretrain
 from mvd_lib.student import MVDStudent, TokenDistillStudent
@@ -48,7 +51,7 @@ _FINAL_NORM = re.compile(r"^norm\.")
 Rule = tuple[re.Pattern, str]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint could not be read or does not fit the model."""
 
 
@@ -58,6 +61,10 @@ class UntrustedCheckpointError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """Keys or shapes of a checkpoint do not match the model (every offending key is named)."""
+
+
+class NonFiniteCheckpointError(CheckpointError):
+    """The checkpoint holds NaN or infinite weights (e.g. saved by a run that diverged); the tensors are named."""
 
 
 @dataclass
@@ -99,33 +106,140 @@ def _summarise(items: Mapping[str, str], limit: int = 12) -> list[tuple[str, str
 
 
 # ----------------------------------------------------------------------------------------------- reading
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # pickled torch MAGIC_NUMBER (pre-1.6 format)
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([A-Za-z_][\w.]*\.[A-Za-z_]\w*) was not an allowed")
+
+
+def describe_file(path: str | os.PathLike) -> tuple[str, str]:
+    """(kind, description) of what a file looks like from its first bytes, without unpickling anything.
+
+    kind: "zip" (a PyTorch checkpoint, the format of torch >= 1.6), "legacy" (PyTorch's older pickle format),
+    or, for files torch cannot load, "empty", "damaged_zip", "zip_not_torch", "pickle", "lfs_pointer", "html",
+    "text" or "unknown"; description is a short phrase for messages ("is empty (0 bytes)")."""
+    import zipfile
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "empty", "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            return "damaged_zip", (f"is a damaged or truncated PyTorch checkpoint ({size} bytes; its zip archive "
+                                   f"cannot be read: {err})")
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "zip_not_torch", f"is a zip archive without data.pkl, not a PyTorch checkpoint ({len(names)} entries)"
+        return "zip", "is a PyTorch checkpoint"
+    if head.startswith(_LEGACY_MAGIC):
+        return "legacy", "is a PyTorch checkpoint in the legacy (pre-1.6) format"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle", "is a plain Python pickle, not a PyTorch checkpoint (torch.save writes a zip archive)"
+    text = _as_text(head)
+    if text is not None:
+        first = text.strip().splitlines()[0][:60] if text.strip() else ""
+        if text.startswith("version https://git-lfs"):
+            return "lfs_pointer", "is a Git LFS pointer, not the checkpoint itself (fetch it with `git lfs pull`)"
+        if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+            return "html", f"is an HTML page, not a checkpoint (a failed download?); it starts with {first!r}"
+        return "text", f"is a text file, not a PyTorch checkpoint; it starts with {first!r}"
+    return "unknown", (f"is not a PyTorch checkpoint (neither a zip archive nor a pickle; {size} bytes starting "
+                       f"with {head[:8].hex(' ')})")
+
+
+def _as_text(head: bytes) -> str | None:
+    """`head` decoded as UTF-8 if it looks like text (a cut multi-byte character at the end is allowed)."""
+    for cut in range(4):
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return None
+    return text if all(c.isprintable() or c in "\t\r\n\f" for c in text) else None
+
+
 def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, Any]:
-    """torch.load a checkpoint on CPU, refusing pickled objects unless `trust_pickle`."""
+    """torch.load a checkpoint on CPU, refusing pickled objects unless `trust_pickle`.
+
+    Raises CheckpointError, one line naming the file and saying what it is when it is not a readable checkpoint
+    (missing, empty, text, truncated, not a PyTorch file), and UntrustedCheckpointError only for a sound
+    checkpoint whose single problem is a pickled Python object the weights-only unpickler refuses."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    kind, what = describe_file(path)
+    if kind not in ("zip", "legacy"):
+        raise CheckpointError(f"cannot read checkpoint {path}: it {what}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # the weights-only unpickler met a Python object
+    except pickle.UnpicklingError as err:  # the weights-only unpickler met something it does not allow
+        found = _UNSUPPORTED_GLOBAL.search(str(err))
+        if found is None:  # not a refused class: the pickle itself is broken
+            raise CheckpointError(f"cannot read checkpoint {path}: it {what} but its contents are damaged "
+                                  f"({_last_line(err)})") from None
         if not trust_pickle:
             raise UntrustedCheckpointError(
-                f"{path} holds pickled Python objects (the reference scripts store their argparse `args` this way), "
-                f"and unpickling can run code from the file. If you trust where this file came from, load it with "
-                f"trust_pickle=True (command line: --trust-checkpoint). Detail: {str(err).splitlines()[0]}"
-            ) from err
+                f"{path} holds pickled Python objects ({found.group(1)}; the reference scripts store their argparse "
+                f"`args` this way), and unpickling can run code from the file; if you trust where this file came "
+                f"from, load it with trust_pickle=True (command line: --trust-checkpoint)") from None
         obj = _load(path, weights_only=False)
-    except Exception as err:  # truncated, damaged or not a torch file at all
-        raise CheckpointError(f"could not read {path}: {type(err).__name__}: {err}") from err
+    except Exception as err:  # truncated or damaged inside an intact archive
+        raise CheckpointError(f"cannot read checkpoint {path}: it {what} but could not be loaded "
+                              f"({type(err).__name__}: {_first_line(err)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors or a checkpoint dict")
     return obj
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.startswith("Check the doc")]
+    return lines[-1].split(" Please use")[0][:300] if lines else type(err).__name__
 
 
 def _load(path: Path, weights_only: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:
-        raise CheckpointError(f"could not read {path}: {type(err).__name__}: {err}") from err
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from None
+
+
+def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in `state` holding NaN or inf (nested dicts / lists are searched,
+    names joined with '.'); meta tensors are skipped."""
+    found: list[str] = []
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            if (value.is_floating_point() or value.is_complex()) and not value.is_meta \
+                    and not bool(torch.isfinite(value).all()):
+                found.append(prefix)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                visit(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                visit(f"{prefix}.{i}" if prefix else str(i), v)
+
+    visit("", state)
+    return found
+
+
+def name_some(names: list[str], limit: int = 8) -> str:
+    """'a, b, c' or 'a, b, ... (+N more)'."""
+    return ", ".join(names[:limit]) + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def model_state(ckpt: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -247,15 +361,20 @@ def load_checkpoint(
         else:
             missing.append(key)
     if unexpected or missing or mismatched:
-        parts = [f"checkpoint {name} does not fit {type(model).__name__}:"]
+        parts = []
         if mismatched:
-            parts.append(f"  shape mismatch ({len(mismatched)}): " + "; ".join(mismatched))
+            parts.append(f"shape mismatch ({len(mismatched)}): " + "; ".join(mismatched))
         if unexpected:
-            parts.append(f"  unexpected keys in the file ({len(unexpected)}): " + ", ".join(unexpected))
+            parts.append(f"unexpected keys in the file ({len(unexpected)}): " + ", ".join(unexpected))
         if missing:
-            parts.append(f"  model keys missing from the file ({len(missing)}): " + ", ".join(missing))
-        parts.append("  (pass drop=[regex] / allow_missing=[regex] to skip keys knowingly)")
-        raise CheckpointMismatchError("\n".join(parts))
+            parts.append(f"model keys missing from the file ({len(missing)}): " + ", ".join(missing))
+        raise CheckpointMismatchError(f"checkpoint {name} does not fit {type(model).__name__}: " + " | ".join(parts)
+                                      + " (pass drop=[regex] / allow_missing=[regex] to skip keys knowingly)")
+    bad = non_finite_tensors(to_load)
+    if bad:
+        raise NonFiniteCheckpointError(
+            f"checkpoint {name} holds non-finite weights (NaN or inf) in {len(bad)} of {len(to_load)} tensors: "
+            f"{name_some(bad)}; it was probably saved by a run that diverged")
     model.load_state_dict(to_load, strict=False)
     report.loaded = sorted(to_load)
     if verbose:

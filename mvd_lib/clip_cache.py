@@ -11,7 +11,8 @@ clip again every epoch (kinetics.py, `loadvideo_decord`). `ClipCache` stores wha
 - writes are atomic: the array goes to a temporary file in the same folder, then `os.replace` renames it,
   so a killed run or two DataLoader workers writing the same entry never leave a half-written file;
 - small JSON metadata (frame count and size of a video) is kept the same way, so a cached video is never
-  opened with decord again.
+  opened with decord again;
+- an entry that cannot be read back is deleted and counts as a miss (decoded again), never an error.
 """
 from __future__ import annotations
 
@@ -63,11 +64,16 @@ class ClipCache:
 
     # arrays ----------------------------------------------------------------------------------------------
     def get(self, key: str) -> np.ndarray | None:
-        """The stored array (memory-mapped, read-only) or None."""
+        """The stored array (memory-mapped, read-only) or None. An unreadable entry (damaged outside this cache,
+        e.g. a disk that filled up while an older version wrote it) is removed and counts as a miss."""
         path = self.entry_path(key)
         try:
             arr = np.load(path, mmap_mode="r")
         except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (ValueError, EOFError, OSError):
+            path.unlink(missing_ok=True)
             self.misses += 1
             return None
         self.hits += 1
@@ -96,9 +102,13 @@ class ClipCache:
 
     def get_meta(self, video_path: str | Path) -> dict[str, Any] | None:
         """Stored metadata of a video (e.g. {"num_frames", "height", "width"}) or None."""
+        path = self._meta_path(video_path)
         try:
-            return json.loads(self._meta_path(video_path).read_text())
+            return json.loads(path.read_text())
         except FileNotFoundError:
+            return None
+        except (ValueError, OSError):  # damaged: drop it, the video is inspected again
+            path.unlink(missing_ok=True)
             return None
 
     def put_meta(self, video_path: str | Path, meta: Mapping[str, Any]) -> None:

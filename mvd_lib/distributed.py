@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -72,6 +72,16 @@ def any_true(flag: bool, info: DistInfo, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every process (picklable objects, e.g. each rank's
+    BadInputSummary, since every process reads its own share of the data); [obj] for one process."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class ResumableSampler(DistributedSampler):

@@ -10,11 +10,15 @@ What it adds:
   the metrics so far; the data order is a function of (seed, epoch) and a resumed epoch skips the batches
   already seen, so a run killed at any point and resumed produces the same loss curve as an uninterrupted one
   (on CPU, bit for bit). Checkpoints are written atomically (temp file, then rename);
-- a non-finite loss stops the run with a clear message; the last good checkpoint is kept;
+- a non-finite loss stops the run (`NonFiniteLossError`, with the step, epoch, loss parts and the last
+  checkpoint as fields); a checkpoint is only ever written from finite weights and optimizer state, so the one
+  left behind is the last good one; a damaged or non-finite `checkpoint-last.pth` is refused with the remedy;
+- the resumable state is kept after the last epoch until `finish()`: a run killed while its results are being
+  written (e.g. during the final evaluation) resumes at its end instead of training again;
 - progress bars (tqdm.auto) with loss, lr and clips/s; optional hooks (e.g. a cheap probe) after each epoch;
 - torchrun DDP: each process reads its share of each global batch; the recorded loss is the global mean.
 
-A `Task` supplies the model, its loss on a batch and its parameter groups (see tasks.py).
+An `Objective` supplies the model, its loss on a batch and its parameter groups (see objectives.py).
 """
 from __future__ import annotations
 
@@ -32,13 +36,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mvd_lib import devices
-from mvd_lib.checkpoint import atomic_save, read_checkpoint
+from mvd_lib.checkpoint import CheckpointError, atomic_save, name_some, non_finite_tensors, read_checkpoint
 from mvd_lib.config import OptimConfig
 from mvd_lib.distributed import DistInfo, ResumableSampler, all_reduce_mean, any_true
 from mvd_lib.optim import apply_schedule, cosine_schedule, scaled_lr
 
 
-class Task(Protocol):
+class Objective(Protocol):
     """What the engine trains. `net` is the model, or its DDP wrapper, to call in `loss` (so gradients sync)."""
 
     model: nn.Module
@@ -49,7 +53,34 @@ class Task(Protocol):
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when a loss is NaN or infinite; the last good checkpoint is kept."""
+    """The run diverged: a loss, or the weights about to be checkpointed, hold NaN or inf.
+
+    Nothing is written from non-finite values, so `checkpoint` (the run's checkpoint-last.pth, or None if the run
+    diverged before its first checkpoint) holds the last finite state, at `checkpoint_step`. `to_dict()` gives a
+    JSON-ready record for the run's metrics (status "diverged")."""
+
+    def __init__(self, message: str, *, what: str = "loss", step: int | None = None, epoch: int | None = None,
+                 parts: dict[str, float] | None = None, lr: float | None = None, checkpoint: Path | None = None,
+                 checkpoint_step: int | None = None, tensors: list[str] | None = None):
+        super().__init__(message)
+        self.what = what  # "loss" (a non-finite loss) or "weights" (non-finite weights / optimizer state)
+        self.step, self.epoch, self.lr = step, epoch, lr  # where it happened; lr: the scheduled lr of that step
+        self.parts = dict(parts or {})  # the loss parts of that step (NaN / inf included)
+        self.checkpoint, self.checkpoint_step = checkpoint, checkpoint_step  # last finite checkpoint, or None
+        self.tensors = list(tensors or [])  # non-finite tensors (what == "weights")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "diverged", "what": self.what, "step": self.step, "epoch": self.epoch, "lr": self.lr,
+                "parts": {k: (v if math.isfinite(v) else str(v)) for k, v in self.parts.items()},
+                "checkpoint": str(self.checkpoint) if self.checkpoint is not None else None,
+                "checkpoint_step": self.checkpoint_step, "tensors": self.tensors, "message": str(self)}
+
+
+def remove_resumable_state(run_dir: str | os.PathLike) -> None:
+    """Delete a finished run's resumable state: checkpoint-last.pth and every process's RNG file."""
+    run_dir = Path(run_dir)
+    for path in [run_dir / "checkpoint-last.pth", *run_dir.glob("rng-rank*.pth")]:
+        path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -79,7 +110,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 class Trainer:
-    """Train `task.model` on `dataset` with `optim`; state and checkpoints live in `run_dir`.
+    """Train `objective.model` on `dataset` with `optim`; state and checkpoints live in `run_dir`.
 
     Args:
         checkpoint_every: also checkpoint every this many optimizer steps (0: only at epoch ends).
@@ -90,7 +121,7 @@ class Trainer:
 
     def __init__(
         self,
-        task: Task,
+        objective: Objective,
         dataset: Dataset,
         optim: OptimConfig,
         run_dir: str | os.PathLike,
@@ -105,12 +136,20 @@ class Trainer:
         stop_after_steps: int | None = None,
         description: str = "train",
     ):
-        self.task, self.dataset, self.optim = task, dataset, optim
+        self.objective, self.dataset, self.optim = objective, dataset, optim
         self.run_dir = Path(run_dir)
         self.seed, self.device, self.dtype = seed, torch.device(device), dtype
         self.dist, self.num_workers = dist_info, num_workers
         self.checkpoint_every, self.hooks = checkpoint_every, hooks or []
         self.progress, self.stop_after_steps, self.description = progress, stop_after_steps, description
+        for setting, value in (("checkpoint_every", checkpoint_every), ("num_workers", num_workers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{setting} must be an integer >= 0, got {value!r}")
+        if stop_after_steps is not None and (isinstance(stop_after_steps, bool) or not isinstance(stop_after_steps, int)
+                                             or stop_after_steps < 1):
+            raise ValueError(f"stop_after_steps must be an integer >= 1 (or None to train to the end), "
+                             f"got {stop_after_steps!r}")
+        self._checkpoint_step: int | None = None  # step of the checkpoint this trainer wrote or resumed from
 
         per_step = optim.batch_size // optim.accum_steps
         if per_step % dist_info.world:
@@ -124,12 +163,12 @@ class Trainer:
         min_lr = scaled_lr(optim.min_lr, optim.batch_size) if optim.scale_lr else optim.min_lr
         self.lr_schedule = cosine_schedule(lr, min_lr, optim.epochs, self.steps_per_epoch, optim.warmup_epochs)
 
-        task.model.to(self.device)
-        self.net: nn.Module = task.model
+        objective.model.to(self.device)
+        self.net: nn.Module = objective.model
         if dist_info.enabled:
             ids = [self.device.index or 0] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(task.model, device_ids=ids, broadcast_buffers=False)
-        self.optimizer = torch.optim.AdamW(task.param_groups(optim), lr=lr, betas=optim.betas)
+            self.net = DistributedDataParallel(objective.model, device_ids=ids, broadcast_buffers=False)
+        self.optimizer = torch.optim.AdamW(objective.param_groups(optim), lr=lr, betas=optim.betas)
         self.scaler = torch.amp.GradScaler(self.device.type) if dtype == torch.float16 else None
         self.state = TrainState()
 
@@ -141,43 +180,119 @@ class Trainer:
     def _rng_file(self) -> Path:
         return self.run_dir / f"rng-rank{self.dist.rank}.pth"
 
+    @property
+    def finished(self) -> bool:
+        """True once every epoch has been trained."""
+        return self.state.epoch >= self.optim.epochs
+
+    def non_finite_state(self) -> list[str]:
+        """Names of the weights, buffers and optimizer-state tensors holding NaN or inf (one device sync);
+        optimizer state is named `optimizer[<parameter>].<entry>`."""
+        names = {id(p): n for n, p in self.objective.model.named_parameters()}
+        tensors = [(k, v) for k, v in self.objective.model.state_dict().items() if v.is_floating_point()]
+        for param, st in self.optimizer.state.items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point():
+                    tensors.append((f"optimizer[{names.get(id(param), '?')}].{k}", v))
+        if not tensors:
+            return []
+        flags = torch.stack([torch.isfinite(v).all().to(self.device) for _, v in tensors]).cpu()
+        return [name for (name, _), ok in zip(tensors, flags.tolist()) if not ok]
+
+    def _last_good(self) -> tuple[Path | None, str]:
+        """(checkpoint path or None, a phrase for messages) of the last checkpoint written or resumed from."""
+        if self._checkpoint_step is not None and self.last_checkpoint.exists():
+            return self.last_checkpoint, f"the last finite checkpoint is {self.last_checkpoint} (step {self._checkpoint_step})"
+        return None, "no checkpoint of this run was written before it"
+
+    def _diverged(self, what: str, detail: str, parts: dict[str, float] | None = None, lr: float | None = None,
+                  tensors: list[str] | None = None) -> NonFiniteLossError:
+        path, phrase = self._last_good()
+        msg = (f"{detail}; {phrase}; training is deterministic, so rerunning it unchanged diverges again: lower "
+               f"optim.lr (now {self.optim.lr:g}), set optim.clip_grad, or train in float32/bf16")
+        return NonFiniteLossError(msg, what=what, step=self.state.step, epoch=self.state.epoch, parts=parts, lr=lr,
+                                  checkpoint=path, checkpoint_step=self._checkpoint_step if path else None,
+                                  tensors=tensors)
+
     def save(self) -> None:
-        """Atomically write the resumable state (main process; every process saves its own RNG stream)."""
+        """Atomically write the resumable state (main process; every process saves its own RNG stream).
+
+        Raises NonFiniteLossError, writing nothing, if any weight or optimizer-state tensor is NaN or inf."""
+        bad = self.non_finite_state()
+        if any_true(bool(bad), self.dist, self.device):
+            raise self._diverged("weights", f"non-finite weights after step {self.state.step} (epoch "
+                                 f"{self.state.epoch}): {len(bad)} weight or optimizer-state tensors hold NaN or "
+                                 f"inf ({name_some(bad, 4)}); not checkpointed", tensors=bad)
         if self.dist.enabled:
             atomic_save({"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, self._rng_file())
         if not self.dist.is_main:
+            self._checkpoint_step = self.state.step
             return
-        extra = self.task.extra_state() if hasattr(self.task, "extra_state") else {}
+        extra = self.objective.extra_state() if hasattr(self.objective, "extra_state") else {}
         payload = {
-            "model": self.task.model.state_dict(),
+            "model": self.objective.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.state.epoch,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "train_state": asdict(self.state),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "task": extra,
+            "objective": extra,
         }
         atomic_save(payload, self.last_checkpoint)
+        self._checkpoint_step = self.state.step
 
     def resume(self) -> bool:
-        """Load `checkpoint-last.pth` if present. Returns True if the run continues from it."""
-        if not self.last_checkpoint.exists():
+        """Load `checkpoint-last.pth` if present. Returns True if the run continues from it.
+
+        A checkpoint that cannot be read, does not fit, or holds non-finite values raises CheckpointError, one line
+        naming the file and the remedy (delete it to restart the run, or rerun with --force)."""
+        path = self.last_checkpoint
+        if not path.exists():
             return False
-        ckpt = read_checkpoint(self.last_checkpoint)
-        self.task.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(**ckpt["train_state"])
-        rng = read_checkpoint(self._rng_file()) if self.dist.enabled and self._rng_file().exists() else ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        if hasattr(self.task, "load_extra_state"):
-            self.task.load_extra_state(ckpt.get("task", {}))
+        remedy = f"delete {path} to restart this run from step 0, or rerun with --force"
+        try:
+            ckpt = read_checkpoint(path)
+            for key in ("model", "optimizer", "train_state", "rng"):
+                if key not in ckpt:
+                    raise CheckpointError(f"{path} has no {key!r} entry: it is not a resumable checkpoint")
+            bad = non_finite_tensors({"model": ckpt["model"], "optimizer": ckpt["optimizer"].get("state", {})})
+            if bad:
+                raise CheckpointError(f"{path} holds non-finite values (NaN or inf) in {len(bad)} tensors, e.g. "
+                                      f"{name_some(bad, 4)}: it was saved by a run that diverged")
+            self.objective.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            state = TrainState(**ckpt["train_state"])
+            rng = read_checkpoint(self._rng_file()) if self.dist.enabled and self._rng_file().exists() else ckpt["rng"]
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            if hasattr(self.objective, "load_extra_state"):
+                self.objective.load_extra_state(ckpt.get("objective", {}))
+        except CheckpointError as err:
+            raise CheckpointError(f"cannot resume: {err}; {remedy}") from None
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise CheckpointError(f"cannot resume from {path}: {type(err).__name__}: {first}; {remedy}") from None
+        self.state = state
+        self._checkpoint_step = state.step
         return True
+
+    def finish(self) -> None:
+        """Delete the resumable state (checkpoint-last.pth and the per-rank RNG files) of a finished run.
+
+        Call it last, once the run's results (final weights, evaluation, metrics) are safely written: until then a
+        rerun resumes at the end of training instead of training again. Every process removes its own RNG file;
+        the main process removes the checkpoint."""
+        if not self.finished:
+            raise RuntimeError(f"finish() before the end of training (epoch {self.state.epoch} of "
+                               f"{self.optim.epochs}); the resumable state is kept")
+        self._rng_file().unlink(missing_ok=True)
+        if self.dist.is_main:
+            remove_resumable_state(self.run_dir)
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
@@ -214,7 +329,7 @@ class Trainer:
         session_steps = 0
         bar = tqdm(total=total_steps, initial=self.state.step, desc=self.description, unit="step",
                    disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
-        self.task.model.train()
+        self.objective.model.train()
         while self.state.epoch < self.optim.epochs:
             batches = iter(self._loader())
             while self.state.batch_in_epoch < self.steps_per_epoch:
@@ -253,13 +368,13 @@ class Trainer:
         for micro in range(self.optim.accum_steps):
             batch = to_device(next(batches), self.device)
             with devices.autocast(self.device, self.dtype):
-                loss, parts = self.task.loss(self.net, batch, self.state.epoch)
+                loss, parts = self.objective.loss(self.net, batch, self.state.epoch)
             bad = not math.isfinite(loss.item())
             if any_true(bad, self.dist, self.device):
-                msg = (f"non-finite loss at step {self.state.step} (epoch {self.state.epoch}): "
-                       f"{ {k: float(v) for k, v in parts.items()} }; the last good checkpoint "
-                       f"({self.last_checkpoint}) is kept. Lower the learning rate or use float32/bf16.")
-                raise NonFiniteLossError(msg)
+                values = {k: float(v) for k, v in parts.items()} or {"loss": float(loss.item())}
+                lr = float(self.lr_schedule[self.state.step])
+                raise self._diverged("loss", f"non-finite loss at step {self.state.step} (epoch {self.state.epoch}, "
+                                     f"lr {lr:.3g}): {values}", parts=values, lr=lr)
             scaled = loss / self.optim.accum_steps
             if self.scaler is not None:
                 self.scaler.scale(scaled).backward()
@@ -271,14 +386,14 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.optim.clip_grad > 0:
-            nn.utils.clip_grad_norm_(self.task.model.parameters(), self.optim.clip_grad)
+            nn.utils.clip_grad_norm_(self.objective.model.parameters(), self.optim.clip_grad)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
-        if hasattr(self.task, "after_step"):
-            self.task.after_step(self.state.step)
+        if hasattr(self.objective, "after_step"):
+            self.objective.after_step(self.state.step)
         return total, parts_sum
 
     def _run_hooks(self) -> None:
@@ -287,9 +402,9 @@ class Trainer:
         record: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
         if self.dist.is_main:
             rng = torch.get_rng_state()
-            self.task.model.eval()
+            self.objective.model.eval()
             for hook in self.hooks:
-                record.update(hook(self.state.epoch, self.task.model))
-            self.task.model.train()
+                record.update(hook(self.state.epoch, self.objective.model))
+            self.objective.model.train()
             torch.set_rng_state(rng)  # hooks must not shift the training stream
         self.state.epoch_metrics.append(record)

@@ -16,9 +16,5 @@ class ConfigError(UserError, ValueError):
     """A setting is unknown, ill-typed, out of range or inconsistent (raised before any compute)."""
 
 
-class RunLockedError(UserError, RuntimeError):
-    """Another process is running the same run (its folder is locked)."""
-
-
 class DivergedRunError(UserError, RuntimeError):
     """A run stopped on a non-finite loss earlier; rerunning the same config would diverge again."""

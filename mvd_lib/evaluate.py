@@ -11,9 +11,13 @@ a video are averaged, and the video is scored by the averaged probabilities.
       -> mean over each video    probs  [M, K]   one row per video       (merge_views)
       -> top-1 / top-5 in percent                                        (topk_accuracy, evaluate)
 
-A multi-view test set yields one item per view and names the video with "video_index"; when that key is
-absent every item is its own video (grouped by "index"). All views of a video must carry the same label (an
-error otherwise); a video with fewer views than the others is reported (a warning, and `incomplete_videos`).
+A multi-view test set yields one item per view and names the video with "video_index" (views are grouped by
+that identity, never by their position); when that key is absent every item is its own video (grouped by
+"index"). All views of a video must carry the same label (an error otherwise); a video with fewer views than
+the others is reported (a warning, and `incomplete_videos`). A view marked "replaced" (its video could not be
+read and the dataset served another one, video_data.py) is not scored: its video is skipped as a whole and
+reported (a warning naming the videos, `num_skipped` and `skipped_videos`), so the accuracy covers exactly
+the videos that were read.
 The data loader helpers here are shared with the linear probe (probe.py).
 """
 from __future__ import annotations
@@ -22,7 +26,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +37,7 @@ from tqdm.auto import tqdm
 from mvd_lib import devices
 
 # Integer keys of a dataset item that travel with the clip through `clip_batches`.
-INDEX_KEYS = ("index", "video_index")
+INDEX_KEYS = ("index", "video_index", "replaced")
 
 
 # ---------------------------------------------------------------------------------------------- data loading
@@ -106,12 +110,14 @@ class ViewPredictions:
     video_index: np.ndarray  # [V] int64 video each view belongs to ("video_index", else "index")
     label: np.ndarray  # [V] int64 ground-truth label of each view
     index: np.ndarray  # [V] int64 dataset "index" of each view (its position when items have none)
+    skipped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [S] videos not scored
 
     def __post_init__(self) -> None:
         self.probs = np.asarray(self.probs, dtype=np.float32)
         self.video_index = np.asarray(self.video_index, dtype=np.int64)
         self.label = np.asarray(self.label, dtype=np.int64)
         self.index = np.asarray(self.index, dtype=np.int64)
+        self.skipped = np.asarray(self.skipped, dtype=np.int64).reshape(-1)
         v = self.probs.shape[0]
         if self.probs.ndim != 2:
             raise ValueError(f"probs must be [V, K], got shape {self.probs.shape}")
@@ -151,11 +157,13 @@ class EvalResult:
     top1: float  # video-level top-1 accuracy, percent
     top5: float | None  # video-level top-5 accuracy, percent (None with 5 classes or fewer: trivially 100)
     num_videos: int  # videos scored
-    num_views: int  # views (clips x crops) seen in all
+    num_views: int  # views (clips x crops) scored in all
     num_classes: int  # K, the width of the model's output
     views_per_video: int  # the most common number of views per video
     incomplete_videos: list[int]  # video ids with fewer views than `views_per_video` (reported, still scored)
     videos: VideoPredictions = field(repr=False)  # per-video probabilities, labels and view counts
+    num_skipped: int = 0  # videos not scored because they could not be read
+    skipped_videos: list[dict[str, Any]] = field(default_factory=list)  # [{"video_index", "name"}] of those
 
     def to_dict(self, include_probs: bool = False) -> dict[str, Any]:
         """Summary plus per-video predictions as plain lists (probabilities only when asked: [M, K] floats)."""
@@ -163,6 +171,7 @@ class EvalResult:
             "top1": self.top1, "top5": self.top5, "num_videos": self.num_videos, "num_views": self.num_views,
             "num_classes": self.num_classes, "views_per_video": self.views_per_video,
             "incomplete_videos": list(self.incomplete_videos),
+            "num_skipped": self.num_skipped, "skipped_videos": list(self.skipped_videos),
             "video_index": self.videos.video_index.tolist(), "label": self.videos.label.tolist(),
             "pred": self.videos.pred.tolist(), "num_views_per_video": self.videos.num_views.tolist(),
         }
@@ -178,11 +187,12 @@ def predict_views(model: nn.Module, dataset: Any, batch_size: int = 8, device: s
     """Softmax probabilities of every view of `dataset` under `model` (in eval mode, no grad).
 
     model(video [B, C, T, H, W]) -> logits [B, K]. device None keeps the model where it is. The model's
-    train/eval mode is restored afterwards."""
+    train/eval mode is restored afterwards. Views marked "replaced" are dropped, and so are all views of their
+    videos, which are listed in `skipped` instead."""
     dev, dt = place_model(model, device, dtype)
     was_training = model.training
     model.eval()
-    probs, vids, labels, index = [], [], [], []
+    probs, vids, labels, index, replaced = [], [], [], [], []
     try:
         for batch in clip_batches(dataset, batch_size, ("label", *INDEX_KEYS), num_workers, progress, "views"):
             if "label" not in batch:
@@ -197,12 +207,17 @@ def predict_views(model: nn.Module, dataset: Any, batch_size: int = 8, device: s
             vids.append(batch.get("video_index", idx))
             labels.append(batch["label"])
             index.append(idx)
+            replaced.append(batch.get("replaced", torch.zeros_like(idx)))
     finally:
         model.train(was_training)
     if not probs:
         raise ValueError("the dataset is empty")
-    return ViewPredictions(probs=torch.cat(probs).numpy(), video_index=torch.cat(vids).numpy(),
-                           label=torch.cat(labels).numpy(), index=torch.cat(index).numpy())
+    video_index = torch.cat(vids).numpy()
+    skipped = np.unique(video_index[torch.cat(replaced).numpy() != 0])
+    keep = ~np.isin(video_index, skipped)
+    return ViewPredictions(probs=torch.cat(probs).numpy()[keep], video_index=video_index[keep],
+                           label=torch.cat(labels).numpy()[keep], index=torch.cat(index).numpy()[keep],
+                           skipped=skipped)
 
 
 def merge_views(views: ViewPredictions) -> VideoPredictions:
@@ -256,13 +271,30 @@ def evaluate(model: nn.Module, dataset: Any, batch_size: int = 8, device: str | 
     """The reference test protocol: softmax per view, mean per video, top-1 / top-5 over videos.
 
     Warns when some videos have fewer views than the most common count (they are still scored; their ids are
-    in `incomplete_videos`)."""
+    in `incomplete_videos`), and when some could not be read (skipped, named with the dataset's `video_name`
+    when it has one)."""
     views = predict_views(model, dataset, batch_size, device, dtype, progress, num_workers)
-    return score_views(views)
+    return score_views(views, getattr(dataset, "video_name", None))
 
 
-def score_views(views: ViewPredictions) -> EvalResult:
-    """Merge `views` per video and score them (the part of `evaluate` after the forward passes)."""
+def score_views(views: ViewPredictions, video_name: Callable[[int], str] | None = None) -> EvalResult:
+    """Merge `views` per video and score them (the part of `evaluate` after the forward passes).
+
+    Views of the videos in `views.skipped` are not scored. video_name: names a skipped video id in the report
+    (default "video <id>")."""
+    name = video_name or (lambda v: f"video {v}")
+    skipped_ids = np.unique(views.skipped)
+    skipped = [{"video_index": int(v), "name": name(int(v))} for v in skipped_ids]
+    if skipped:
+        keep = ~np.isin(views.video_index, skipped_ids)
+        views = ViewPredictions(probs=views.probs[keep], video_index=views.video_index[keep],
+                                label=views.label[keep], index=views.index[keep], skipped=skipped_ids)
+        shown = "; ".join(s["name"] for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        total = len(np.unique(views.video_index)) + len(skipped)
+        if len(views.video_index) == 0:
+            raise ValueError(f"no video could be scored: all {total} videos were unreadable ({shown})")
+        warnings.warn(f"{len(skipped)} of {total} videos could not be read and are not scored ({shown}); the "
+                      f"accuracy covers the other {total - len(skipped)}", stacklevel=2)
     videos = merge_views(views)
     num_classes = videos.probs.shape[1]
     acc = topk_accuracy(videos.probs, videos.label, ks=(1, 5))
@@ -274,4 +306,5 @@ def score_views(views: ViewPredictions) -> EvalResult:
                       f"(videos {shown}); they are scored on the views they have", stacklevel=2)
     return EvalResult(top1=acc[1], top5=acc[5] if num_classes > 5 else None, num_videos=len(videos.video_index),
                       num_views=len(views.video_index), num_classes=num_classes, views_per_video=int(typical),
-                      incomplete_videos=[int(v) for v in incomplete], videos=videos)
+                      incomplete_videos=[int(v) for v in incomplete], videos=videos, num_skipped=len(skipped),
+                      skipped_videos=skipped)

@@ -30,11 +30,12 @@ from typing import Any, Sequence
 import torch
 
 from mvd_lib import distributed
-from mvd_lib.atomic import write_json
+from mvd_lib.atomic import folder_lock, write_json, write_text
 from mvd_lib.config import REFERENCE_FIELDS, VERBS, apply_overrides, config_dict, config_hash
 from mvd_lib.datasets import SPLITS, list_files
-from mvd_lib.engine import NonFiniteLossError
+from mvd_lib.engine import NonFiniteLossError, remove_resumable_state
 from mvd_lib.errors import ConfigError, DivergedRunError
+from mvd_lib.identity import sha256_file
 from mvd_lib.profiles import PROFILES, Profile, parse_ref, profile, resolve_run_ref, run_config, split_preset, validate
 from mvd_lib.runs import (ARTIFACTS, SCHEMA, Run, adopt_artifact, command_line, find_artifact, find_run, read_json,
                           run_folder)
@@ -101,7 +102,7 @@ def _input_identity(verb: str, cfg: Any) -> dict[str, str]:
             continue  # extraction reads the splits that exist
         if not path.is_file():
             raise ConfigError(f"annotation list {path} does not exist (data.list_dir={data.list_dir!r})")
-        out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        out[path.name] = sha256_file(path)[:16]
     if verb == "extract" and not out:
         raise ConfigError(f"data.list_dir={data.list_dir!r} holds none of {[f'{s}.csv' for s in cfg.splits]}")
     return out
@@ -198,41 +199,57 @@ def execute(node: Plan, options: RunOptions) -> Run:
             adopt_artifact(shipped, run.folder)
         distributed.barrier(dist)
         return run.reload()
+    if not dist.is_main:
+        return _execute(node, run, deps, options)
+    with folder_lock(run.folder, wait=True, on_wait=lambda holder: print(f"waiting for {holder}", flush=True)):
+        run.reload()  # another process may have finished it while this one waited
+        if run.finished and not options.force:
+            return run
+        return _execute(node, run, deps, options)
+
+
+def _execute(node: Plan, run: Run, deps: dict[str, Dependency], options: RunOptions) -> Run:
+    """Write the run's config and command, execute it, then its metrics; the resumable state goes last."""
+    dist = options.dist
     if dist.is_main:
-        run.folder.mkdir(parents=True, exist_ok=True)
         if options.force:
-            for stale in ("checkpoint-last.pth", "metrics.json", *[p.name for p in run.folder.glob("rng-rank*.pth")]):
+            for stale in ("metrics.json", "model.pth"):
                 (run.folder / stale).unlink(missing_ok=True)
+            remove_resumable_state(run.folder)
         write_json(run.folder / "config.json", {
             "schema": SCHEMA, "verb": node.verb, "name": node.cfg.name, "hash": node.hash,
             "config": config_dict(node.cfg), "profile": node.profile.name,
-            "profile_overrides": list(node.profile.overrides), "dependencies": fingerprints, "inputs": node.inputs})
-        (run.folder / "command.txt").write_text((options.command or command_line(node.verb, node.cfg.name)) + "\n")
+            "profile_overrides": list(node.profile.overrides), "dependencies": run.dependencies,
+            "inputs": node.inputs})
+        write_text(run.folder / "command.txt", (options.command or command_line(node.verb, node.cfg.name)) + "\n")
     distributed.barrier(dist)
     try:
         metrics = RUN_TYPES[node.verb].execute(node.cfg, run.folder, deps, options)
     except NonFiniteLossError as err:
         if dist.is_main:
-            write_json(run.folder / "metrics.json", {"status": "diverged", "error": str(err), "verb": node.verb,
-                                                     "hash": node.hash})
+            write_json(run.folder / "metrics.json", {**err.to_dict(), "verb": node.verb, "hash": node.hash})
         raise DivergedRunError(_diverged_message(run.reload())) from None
     metrics.setdefault("status", "finished")
     metrics.update({"verb": node.verb, "hash": node.hash, "device": describe_device(node.cfg),
                     "torch": torch.__version__, "world_size": dist.world, "host": platform.node()})
     if dist.is_main:
         write_json(run.folder / "metrics.json", metrics)
-        if metrics["status"] == "finished":  # only now is the resumable state no longer needed
-            (run.folder / "checkpoint-last.pth").unlink(missing_ok=True)
     distributed.barrier(dist)
+    if dist.is_main and metrics["status"] == "finished":  # only now is the resumable state no longer needed
+        remove_resumable_state(run.folder)
     return run.reload()
 
 
 def _diverged_message(run: Run) -> str:
-    cfg = run.config
+    """What a diverged run says, now and on every rerun: where it diverged, what is kept, what to change."""
+    m, cfg = run.metrics, run.config
     lr = getattr(getattr(cfg, "optim", None), "lr", None)
-    hint = f"lower optim.lr (now {lr:g})" if lr is not None else "change its settings"
-    return (f"{run.verb} {run.name} diverged earlier ({run.metrics.get('error', 'non-finite loss')}); rerunning the "
-            f"same config diverges again: {hint} or use fp32/bf16, or rerun with --force to try anyway ({run.folder})")
+    where = f"at step {m['step']}" if m.get("step") is not None else "early"
+    kept = (f"its last finite checkpoint is {m['checkpoint']} (step {m['checkpoint_step']})" if m.get("checkpoint")
+            else "no checkpoint of it was written")
+    hint = f"lower optim.lr (now {lr:g}) or set optim.clip_grad" if lr is not None else "change its settings"
+    return (f"{run.verb} {run.name} diverged {where} (non-finite {m.get('what', 'loss')}); {kept}; the same config "
+            f"diverges again: {hint}, then rerun (or --force to retry this config) [{run.folder}]")
 
 
 def train_or_load(verb: str, cfg: Any, p: Profile | str | None = None, options: RunOptions | None = None,

@@ -23,8 +23,13 @@ and `transforms.py` (GroupMultiScaleTwoResizedCrop); mvd_reference.md sections 5
   recorded once per file with its reason in `dataset.bad_inputs` (a `BadInputSummary` to print or save as
   JSON), and the item is replaced by the next good video (index + 1, + 2, ...), deterministically, where
   the reference draws a random one and only prints a warning. `strict=True` raises `BadVideoError` instead.
-  With DataLoader workers each worker keeps its own summary: call `dataset.scan()` first (checks every file
-  up front) or pass `log_path` to have every worker append its findings to one JSON-lines file.
+  Validation / test items say which video they stand for ("video_index", its list position) and whether
+  they were replaced ("replaced" 1), so an evaluation scores each video on its own views and reports the
+  bad ones as skipped (evaluate.py), never as extra views of another video.
+- DataLoader workers are separate processes with their own copy of the dataset: what they find reaches
+  `dataset.bad_inputs` in the main process through a small JSON-lines file in the temporary folder (one per
+  dataset, removed with it), read whenever `bad_inputs` is accessed. `log_path` additionally appends every
+  finding to a file of your choice (`BadInputSummary.from_log`).
 
 Decoded frames can go through a `ClipCache` (mvd_lib/clip_cache.py): "video" mode decodes each video once
 (all frames, short side resized to `decode_short_side`) and cuts every later clip from that entry; "clip" mode
@@ -37,6 +42,10 @@ teacher view [C, T, H', W'] of the same crop, "index"}. Masks are made by the tr
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -47,6 +56,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from mvd_lib import transforms as T
+from mvd_lib.errors import UserError
 from mvd_lib.clip_cache import ClipCache
 
 # ----------------------------------------------------------------------------------------------------------
@@ -76,7 +86,7 @@ def num_classes(name: str) -> int:
 # ----------------------------------------------------------------------------------------------------------
 # annotation lists
 # ----------------------------------------------------------------------------------------------------------
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """A malformed annotation list: the message names the file and the 1-based line number."""
 
 
@@ -208,12 +218,24 @@ REASONS: dict[str, str] = {
 }
 
 
-class BadVideoError(RuntimeError):
+class BadVideoError(UserError, RuntimeError):
     """A video that cannot give a clip; `reason` is a key of REASONS."""
 
     def __init__(self, path: str | Path, reason: str, detail: str = ""):
         self.path, self.reason, self.detail = str(path), reason, detail
         super().__init__(f"{path}: {reason} ({detail})" if detail else f"{path}: {reason}")
+
+
+class NoReadableVideoError(BadVideoError):
+    """Every video of an annotation list is bad (the message names the list and counts the reasons)."""
+
+    def __init__(self, list_path: str | Path, summary: "BadInputSummary"):
+        counts = ", ".join(f"{r}: {n}" for r, n in summary.counts().items())
+        first = next(iter(sorted(summary.files.items())), None)
+        example = f"; e.g. {first[0]} ({first[1]['reason']})" if first else ""
+        RuntimeError.__init__(self, f"no readable video in {list_path}: all {len(summary)} listed videos are bad "
+                                    f"({counts}){example}")
+        self.path, self.reason, self.detail = str(list_path), "no_readable_video", counts
 
 
 @dataclass
@@ -245,10 +267,9 @@ class BadInputSummary:
                 "files": [{"path": p, **info} for p, info in sorted(self.files.items())]}
 
     def save_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        from mvd_lib.atomic import write_json
+
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "BadInputSummary":
@@ -335,6 +356,14 @@ def resize_frames_uint8(frames: np.ndarray, short_side: int | None) -> np.ndarra
 # ----------------------------------------------------------------------------------------------------------
 # datasets
 # ----------------------------------------------------------------------------------------------------------
+def _remove_channel(path: Path, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:  # never from a forked worker that inherited the finalizer
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
 class _VideoListDataset(Dataset):
     """Shared machinery: the list, per-item generators, decoding with the cache, bad-input handling."""
 
@@ -352,17 +381,62 @@ class _VideoListDataset(Dataset):
         self.cache, self.decode_short_side, self.cache_mode = cache, decode_short_side, cache_mode
         self.log_path = Path(log_path) if log_path is not None else None
         self.pre_transform = pre_transform
-        self.bad_inputs = BadInputSummary()
+        self._summary = BadInputSummary()  # this process's findings (plus, in the main process, the workers')
         self._bad: set[int] = set()  # record indices known to be bad in this process
         self._metas: dict[int, dict[str, int]] = {}  # per-video metadata already read in this process
+        # findings of worker processes travel to this (the owner) process through a JSON-lines channel file
+        self._owner_pid = os.getpid()
+        self._channel = Path(tempfile.gettempdir()) / f"mvd-bad-inputs-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
+        self._channel_pos = 0
+        weakref.finalize(self, _remove_channel, self._channel, self._owner_pid)
+
+    @property
+    def bad_inputs(self) -> BadInputSummary:
+        """Every bad video found so far, in this process and (read from the owner process) in any DataLoader
+        worker, and how many items were served by a substitute."""
+        self._collect()
+        return self._summary
+
+    def video_name(self, vid: int) -> str:
+        """'list.csv:LINE path' of video `vid` (its list position), for reports."""
+        rec = self.records[vid]
+        return f"{self.list_path.name}:{rec.line} {rec.path}"
+
+    def _in_worker(self) -> bool:
+        return os.getpid() != self._owner_pid
+
+    def _send(self, event: dict[str, Any]) -> None:
+        """Append one finding to the channel (worker processes): one short line per write, so appends from
+        several processes do not interleave."""
+        with open(self._channel, "a") as f:
+            f.write(json.dumps(event) + "\n")
+
+    def _collect(self) -> None:
+        """Merge the findings workers appended to the channel since the last call (owner process only)."""
+        if self._in_worker() or not self._channel.exists():
+            return
+        with open(self._channel, "rb") as f:
+            f.seek(self._channel_pos)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._channel_pos += end
+        for line in data[:end].decode().splitlines():
+            event = json.loads(line)
+            if "replaced" in event:
+                self._summary.replaced += int(event["replaced"])
+            else:
+                self._summary.add(BadVideoError(event["path"], event["reason"], event["detail"]))
+                self._bad.add(int(event["vid"]))  # workers started later skip it at once
 
     @property
     def num_videos(self) -> int:
         return len(self.records)
 
     def set_epoch(self, epoch: int) -> None:
-        """Random crops and clip positions are drawn from (seed, epoch, index): call once per epoch."""
+        """Random crops and clip positions are drawn from (seed, epoch, index): call once per epoch (before the
+        epoch's DataLoader starts its workers; the findings of earlier workers are merged here)."""
         self.epoch = int(epoch)
+        self._collect()
 
     def _rng(self, index: int, vid: int) -> np.random.Generator:
         """Generator of item `index` served by video `vid`: independent of what was read before."""
@@ -370,10 +444,19 @@ class _VideoListDataset(Dataset):
 
     def _record_bad(self, vid: int, err: BadVideoError) -> None:
         self._bad.add(vid)
-        if self.bad_inputs.add(err) and self.log_path is not None:
+        if not self._summary.add(err):
+            return
+        if self._in_worker():
+            self._send({"path": err.path, "reason": err.reason, "detail": err.detail, "vid": vid})
+        if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as f:  # one short line per write: appends do not interleave
                 f.write(json.dumps({"path": err.path, "reason": err.reason, "detail": err.detail}) + "\n")
+
+    def _record_replaced(self) -> None:
+        self._summary.replaced += 1
+        if self._in_worker():
+            self._send({"replaced": 1})
 
     def _meta(self, path: Path) -> dict[str, int]:
         if self.cache is not None and path.exists():
@@ -430,9 +513,9 @@ class _VideoListDataset(Dataset):
                     raise
                 continue
             if step:
-                self.bad_inputs.replaced += 1
+                self._record_replaced()
             return item
-        raise RuntimeError(f"no readable video in {self.list_path}:\n{self.bad_inputs}")
+        raise NoReadableVideoError(self.list_path, self._summary)
 
     def scan(self, progress: bool = True) -> BadInputSummary:
         """Check every listed video now (open it, count frames) and return the summary; strict mode raises on
@@ -447,6 +530,7 @@ class _VideoListDataset(Dataset):
                 if self.strict:
                     raise
         return self.bad_inputs
+
 
     def _to_float(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [T, H, W, 3] -> float [T, C, H, W] in [0, 1], after the optional pre_transform on uint8."""
@@ -477,6 +561,8 @@ class VideoClsDataset(_VideoListDataset):
     mode "train": random clip, random resized crop (scale (0.08, 1)), optional flip -> item {"video", "label",
     "index"}; "val": centre clip, short side -> `short_side`, centre crop; "test": `test_clips` x `test_crops`
     views per video (len = videos x views, ordered clip-major like the reference), items add "clip" and "crop".
+    "val" and "test" items add "video_index" (the list position of the video the item stands for) and
+    "replaced" (1 when that video is bad and "index", the video served, is a substitute; evaluate skips these).
     `video: [C, clip_len, crop_size, crop_size]`, normalized.
 
     list_path, num_classes: the annotation list and its class count (labels outside raise AnnotationError).
@@ -559,7 +645,10 @@ class VideoClsDataset(_VideoListDataset):
                 item.update(clip=clip, crop=crop_idx)
             return item
 
-        return self._load(index, vid, make)
+        item = self._load(index, vid, make)
+        if self.mode != "train":  # the video this view stands for, and whether another video had to serve it
+            item.update(video_index=vid, replaced=int(item["index"] != vid))
+        return item
 
 
 class VideoPretrainDataset(_VideoListDataset):

@@ -472,6 +472,90 @@ def test_corrupt_file_raises_checkpoint_error_not_untrusted(tmp_path: Path, keep
             pytest.fail("a truncated file was read without error")
 
 
+@pytest.mark.parametrize("name, content, phrase", [
+    ("empty.pth", b"", "is empty (0 bytes)"),
+    ("notes.pth", b"learning rate 1.5e-4, 400 epochs\nsee the paper\n", "is a text file"),
+    ("page.pth", b"<!DOCTYPE html>\n<html><body>404 Not Found</body></html>\n", "is an HTML page"),
+    ("lfs.pth", b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 348000000\n", "Git LFS pointer"),
+    ("random.pth", bytes(range(7, 256)) * 40, "is not a PyTorch checkpoint (neither a zip archive nor a pickle"),
+    ("plain.pkl", b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s.", "plain Python pickle"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(tmp_path: Path, name: str, content: bytes, phrase: str):
+    """Not "pickled Python objects" and no advice to trust the file: one line saying what the file is."""
+    from mvd_lib.checkpoint import CheckpointError
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    for trust in (False, True):
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(path, trust_pickle=trust)
+        msg = str(err.value)
+        assert type(err.value) is CheckpointError and phrase in msg and str(path) in msg, msg
+        assert "\n" not in msg and "trust" not in msg, msg
+
+
+def test_truncated_and_damaged_checkpoints_are_named_as_such(tmp_path: Path):
+    import zipfile
+
+    from mvd_lib.checkpoint import CheckpointError
+
+    good = tmp_path / "good.pth"
+    torch.save({"model": fill(finetuned_shapes(), seed=18)}, good)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(good.read_bytes()[:3000])
+    # a sound zip archive whose pickle is garbage: damaged, not "pickled objects"
+    garbled = tmp_path / "garbled.pth"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(garbled, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, bytes(range(200, 256)) * 4 if info.filename.endswith("data.pkl") else data)
+    for path, phrase in ((cut, "damaged or truncated PyTorch checkpoint"), (garbled, "contents are damaged")):
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(path)
+        msg = str(err.value)
+        assert not isinstance(err.value, UntrustedCheckpointError) and phrase in msg and str(path) in msg, msg
+        assert "\n" not in msg and "trust" not in msg
+
+
+def test_only_a_sound_pickled_checkpoint_is_offered_trust(tmp_path: Path):
+    ckpt = {"model": fill(finetuned_shapes(), seed=19), "args": argparse.Namespace(lr=1e-3)}
+    for name, legacy in (("zip.pth", False), ("legacy.pth", True)):
+        path = tmp_path / name
+        torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
+        with pytest.raises(UntrustedCheckpointError) as err:
+            read_checkpoint(path)
+        msg = str(err.value)
+        assert "\n" not in msg and "argparse.Namespace" in msg and "--trust-checkpoint" in msg and str(path) in msg
+        assert read_checkpoint(path, trust_pickle=True)["args"].lr == 1e-3
+
+
+def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path: Path):
+    from mvd_lib.checkpoint import CheckpointError, NonFiniteCheckpointError
+
+    state = fill(finetuned_shapes(), seed=20)
+    state["blocks.0.attn.proj.weight"][0, 0] = float("nan")
+    state["head.bias"][1] = float("inf")
+    path = tmp_path / "diverged.pth"
+    torch.save({"model": state}, path)
+    model = VideoClassifier(CFG, NUM_CLASSES, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteCheckpointError) as err:
+        load_checkpoint(model, path)
+    msg = str(err.value)
+    assert isinstance(err.value, CheckpointError) and "\n" not in msg and str(path) in msg
+    assert "blocks.0.attn.proj.weight" in msg and "head.bias" in msg and f"2 of {len(state)} tensors" in msg
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing loaded
+
+
+def test_mismatch_message_is_one_line():
+    state = fill(finetuned_shapes(), seed=21)
+    state["blocks.1.attn.q_bais"] = state.pop("blocks.1.attn.q_bias")
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(VideoClassifier(CFG, NUM_CLASSES + 1, seed=0), {"module": state})
+    msg = str(err.value)
+    assert "\n" not in msg and "blocks.1.attn.q_bais" in msg and "head.weight" in msg
+
+
 # ----------------------------------------------------------------------------------------------- (g) saving
 def _shapes_of(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}

@@ -94,3 +94,17 @@ def test_metadata_and_clear(tmp_path, video_file):
     assert len(cache) == 1
     cache.clear()
     assert len(cache) == 0 and cache.nbytes() == 0 and cache.get_meta(video_file) is None
+
+
+def test_unreadable_entry_is_a_miss_and_is_rewritten(tmp_path, video_file):
+    cache = ClipCache(tmp_path / "cache")
+    cache.get_or_create(video_file, frames, indices=[0])
+    (entry,) = (tmp_path / "cache").rglob("*.npy")
+    entry.write_bytes(entry.read_bytes()[:100])  # cut short outside the cache (e.g. an older, non-atomic writer)
+    cache.put_meta(video_file, {"num_frames": 4})
+    (meta,) = (tmp_path / "cache").rglob("*.json")
+    meta.write_text('{"num_fr')
+    again = ClipCache(tmp_path / "cache")
+    np.testing.assert_array_equal(again.get_or_create(video_file, frames, indices=[0]), frames())
+    assert again.misses == 1 and again.hits == 0
+    assert again.get_meta(video_file) is None and not meta.exists()

@@ -133,3 +133,87 @@ def test_items_without_video_index_are_their_own_videos():
         warnings.simplefilter("error")  # every video has exactly one view: nothing to warn about
         result = score_views(views)
     assert result.num_videos == 6 and result.views_per_video == 1
+
+
+# ---------------------------------------------------------------------------------------------- unreadable videos
+class ReplacedViewSet(ViewSet):
+    """ViewSet whose videos in `bad` could not be read: their views show video 0's clips, marked "replaced"."""
+
+    def __init__(self, videos: int, views: int, num_classes: int, bad: set[int]):
+        super().__init__(videos, views, num_classes)
+        self.bad = bad
+
+    def __getitem__(self, i: int) -> dict:
+        vid = i // self.views
+        served = 0 if vid in self.bad else vid
+        item = super().__getitem__(served * self.views + i % self.views)
+        item.update(video_index=vid, replaced=int(vid in self.bad))
+        return item
+
+    def video_name(self, vid: int) -> str:
+        return f"list.csv:{vid + 1} v{vid}.mp4"
+
+
+def test_replaced_views_are_skipped_and_reported_not_scored():
+    model = VideoClassifier(SMALL, num_classes=7, init_scale=1.0, seed=0)
+    data = ReplacedViewSet(videos=5, views=3, num_classes=7, bad={1, 3})
+    with pytest.warns(UserWarning, match=r"2 of 5 videos could not be read .*list.csv:2 v1.mp4; list.csv:4 v3.mp4"):
+        result = evaluate(model, data, batch_size=4, progress=False)
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(data.clips), dim=-1).reshape(5, 3, 7).mean(dim=1)[[0, 2, 4]]
+    labels = torch.tensor(data.labels)[[0, 2, 4]]
+    assert result.num_videos == 3 and result.num_views == 9 and result.num_skipped == 2
+    assert result.videos.video_index.tolist() == [0, 2, 4] and result.videos.num_views.tolist() == [3, 3, 3]
+    np.testing.assert_allclose(result.videos.probs, probs.numpy(), rtol=1e-5, atol=1e-6)
+    assert result.top1 == pytest.approx(100.0 * (probs.argmax(1) == labels).float().mean().item())
+    assert result.to_dict()["skipped_videos"] == [{"video_index": 1, "name": "list.csv:2 v1.mp4"},
+                                                  {"video_index": 3, "name": "list.csv:4 v3.mp4"}]
+
+
+def test_a_video_with_some_replaced_views_is_skipped_whole():
+    views = ViewPredictions(probs=np.full((4, 3), 1 / 3), video_index=[0, 0, 1, 1], label=[0, 0, 1, 1],
+                            index=[0, 1, 2, 3], skipped=[1])
+    with pytest.warns(UserWarning, match="1 of 2 videos could not be read"):
+        result = score_views(views)
+    assert result.num_skipped == 1 and result.skipped_videos == [{"video_index": 1, "name": "video 1"}]
+    everything_bad = ViewPredictions(probs=np.zeros((0, 3)), video_index=[], label=[], index=[], skipped=[0, 1])
+    with pytest.raises(ValueError, match="no video could be scored: all 2 videos were unreadable"):
+        score_views(everything_bad)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_bad_test_videos_on_real_files_are_skipped_by_identity(tmp_path, num_workers):
+    """3 good test videos and 6 bad ones: the accuracy covers the 3, the 6 are named; with workers too."""
+    import shutil
+
+    from mvd_lib.samples import SAMPLES_DIR
+    from mvd_lib.video_data import VideoClsDataset
+
+    good = sorted((SAMPLES_DIR / "videos").glob("test_*.mp4"))[:3]
+    (tmp_path / "v").mkdir()
+    lines = []
+    for i, src in enumerate(good):
+        shutil.copy(src, tmp_path / "v" / src.name)
+        lines.append(f"v/{src.name} {i}")
+        (tmp_path / "v" / f"empty{i}.mp4").write_bytes(b"")
+        lines += [f"v/missing{i}.mp4 {i}", f"v/empty{i}.mp4 {i}"]
+    (tmp_path / "test.csv").write_text("\n".join(lines) + "\n")  # good, missing, empty, good, ...
+    kw = dict(crop_size=16, clip_len=4, stride=2, test_clips=2, test_crops=1)
+    data = VideoClsDataset(tmp_path / "test.csv", 4, "test", **kw)
+    model = VideoClassifier(SMALL, num_classes=4, init_scale=1.0, seed=0)
+    with pytest.warns(UserWarning, match="6 of 9 videos could not be read"):
+        result = evaluate(model, data, batch_size=4, progress=False, num_workers=num_workers)
+    assert result.num_videos == 3 and result.num_skipped == 6 and result.num_views == 6
+    assert result.videos.video_index.tolist() == [0, 3, 6] and result.videos.label.tolist() == [0, 1, 2]
+    assert [s["video_index"] for s in result.skipped_videos] == [1, 2, 4, 5, 7, 8]
+    assert result.skipped_videos[0]["name"] == f"test.csv:2 {tmp_path / 'v' / 'missing0.mp4'}"
+    assert len(data.bad_inputs) == 6  # the dataset's summary, from the workers as well
+    # known answer: the same model on the three good videos alone
+    alone = tmp_path / "good.csv"
+    alone.write_text("".join(f"v/{src.name} {i}\n" for i, src in enumerate(good)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expected = evaluate(model, VideoClsDataset(alone, 4, "test", **kw), batch_size=4, progress=False)
+    np.testing.assert_allclose(result.videos.probs, expected.videos.probs, rtol=1e-5, atol=1e-6)
+    assert result.top1 == expected.top1

@@ -328,3 +328,52 @@ def test_decode_short_side_stores_smaller_frames(tmp_path):
     assert ds[0]["video"].shape == (3, 16, 16, 16)
     (entry,) = list((tmp_path / "cache").glob("*/*.npy"))
     assert np.load(entry, mmap_mode="r").shape == (64, 24, 32, 3)
+
+
+# ---------------------------------------------------------------------------------------------- bad input: workers
+def test_worker_findings_reach_the_main_process(broken_set):
+    """DataLoader workers are separate processes: what they find must still land in dataset.bad_inputs."""
+    lst, d = broken_set
+    ds = V.VideoPretrainDataset(lst, input_size=16)
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2)
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        served = [int(b["index"]) for b in loader]
+        assert served == [0, 6, 6, 6, 6, 6, 6]
+    assert _normalize_decord_details(ds.bad_inputs.to_dict()) == expected_summary(d, replaced=10)
+    saved = ds.bad_inputs.save_json(d.parent / "bad_inputs.json")
+    assert json.loads(saved.read_text())["num_bad"] == 5
+
+
+def test_worker_channel_is_removed_with_the_dataset(broken_set):
+    import gc
+
+    lst, _ = broken_set
+    ds = V.VideoPretrainDataset(lst, input_size=16)
+    list(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2))
+    channel = ds._channel
+    assert channel.exists() and len(ds.bad_inputs) == 5
+    del ds
+    gc.collect()
+    assert not channel.exists()
+
+
+# ---------------------------------------------------------------------------------------------- bad input: eval views
+def test_eval_items_name_the_video_they_stand_for(broken_set):
+    lst, d = broken_set
+    ds = V.VideoClsDataset(lst, NUM_CLASSES, "test", crop_size=16, test_clips=2, test_crops=1)
+    items = [ds[i] for i in range(len(ds))]  # clip-major: views 0..6 are clip 0 of each video, 7..13 clip 1
+    assert [it["video_index"] for it in items] == list(range(7)) * 2
+    assert [it["replaced"] for it in items] == [0, 1, 1, 1, 1, 1, 0] * 2
+    assert [it["index"] for it in items] == [0, 6, 6, 6, 6, 6, 6] * 2  # the substitute actually served
+    assert ds.video_name(1) == f"list.csv:2 {d / 'missing.mp4'}"
+    assert "video_index" not in V.VideoClsDataset(lst, NUM_CLASSES, "train", crop_size=16)[0]
+
+
+def test_all_videos_bad_is_one_line(tmp_path):
+    lst = tmp_path / "l.csv"
+    lst.write_text("a.mp4 0\nb.mp4 1\n")
+    with pytest.raises(V.NoReadableVideoError) as info:
+        V.VideoClsDataset(lst, NUM_CLASSES, "val", crop_size=16)[0]
+    msg = str(info.value)
+    assert "\n" not in msg and str(lst) in msg and "all 2 listed videos are bad (missing: 2)" in msg
