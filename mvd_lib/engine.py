@@ -39,6 +39,7 @@ from mvd_lib import devices
 from mvd_lib.checkpoint import CheckpointError, atomic_save, name_some, non_finite_tensors, read_checkpoint
 from mvd_lib.config import OptimConfig
 from mvd_lib.distributed import DistInfo, ResumableSampler, all_reduce_mean, any_true
+from mvd_lib.errors import ConfigError
 from mvd_lib.optim import apply_schedule, cosine_schedule, scaled_lr
 
 
@@ -158,7 +159,8 @@ class Trainer:
         self.sampler = ResumableSampler(dataset, self.batch_per_process, dist_info, seed=seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch() // optim.accum_steps
         if self.steps_per_epoch < 1:
-            raise ValueError(f"dataset of {len(dataset)} samples is smaller than one batch of {optim.batch_size}")
+            raise ConfigError(f"the training set holds {len(dataset)} samples, fewer than one batch "
+                              f"(optim.batch_size={optim.batch_size}): use more data or a smaller batch")
         lr = scaled_lr(optim.lr, optim.batch_size) if optim.scale_lr else optim.lr
         min_lr = scaled_lr(optim.min_lr, optim.batch_size) if optim.scale_lr else optim.min_lr
         self.lr_schedule = cosine_schedule(lr, min_lr, optim.epochs, self.steps_per_epoch, optim.warmup_epochs)

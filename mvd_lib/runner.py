@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import os
 import platform
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,7 +35,8 @@ from mvd_lib.atomic import folder_lock, write_json, write_text
 from mvd_lib.config import REFERENCE_FIELDS, VERBS, apply_overrides, config_dict, config_hash
 from mvd_lib.datasets import SPLITS, list_files
 from mvd_lib.engine import NonFiniteLossError, remove_resumable_state
-from mvd_lib.errors import ConfigError, DivergedRunError
+from mvd_lib.checkpoint import describe_file
+from mvd_lib.errors import ConfigError, DivergedRunError, UserError
 from mvd_lib.identity import sha256_file
 from mvd_lib.profiles import PROFILES, Profile, parse_ref, profile, resolve_run_ref, run_config, split_preset, validate
 from mvd_lib.runs import (ARTIFACTS, SCHEMA, Run, adopt_artifact, command_line, find_artifact, find_run, read_json,
@@ -141,6 +143,9 @@ def plan(verb: str, cfg: Any, p: Profile | None = None, options: RunOptions | No
             path = Path(ref.path).expanduser()
             if not path.is_file():
                 raise ConfigError(f"{name}={value}: no such file")
+            kind, what = describe_file(path)
+            if kind not in ("zip", "legacy"):
+                raise ConfigError(f"{name}={value}: cannot read this checkpoint: it {what}")
             node.deps[name] = Dependency("file", f"file:{file_digest(path)}", path=path)
         else:
             node.deps[name] = Dependency(ref.kind, ref.kind)
@@ -184,10 +189,11 @@ def execute(node: Plan, options: RunOptions) -> Run:
             deps[name] = dep
     fingerprints = {k: d.fingerprint for k, d in deps.items()}
     run = Run(node.verb, node.cfg.name, node.hash, node.folder, node.cfg, fingerprints)
-    if run.finished and not options.force:
-        return run
-    if run.status == "diverged" and not options.force:
-        raise DivergedRunError(_diverged_message(run))
+    if not options.force:  # (a forced run does not read its old, possibly damaged, record)
+        if run.finished:
+            return run
+        if run.status == "diverged":
+            raise DivergedRunError(_diverged_message(run))
     waiting = [f"{d.run.verb} {d.run.name}" for d in deps.values() if d.kind == "run" and not d.run.finished]
     if waiting:  # a dependency stopped early (stop_after_steps): this run starts once it has finished
         run.metrics = {"status": "waiting", "waiting_for": waiting}
@@ -201,11 +207,27 @@ def execute(node: Plan, options: RunOptions) -> Run:
         return run.reload()
     if not dist.is_main:
         return _execute(node, run, deps, options)
-    with folder_lock(run.folder, wait=True, on_wait=lambda holder: print(f"waiting for {holder}", flush=True)):
-        run.reload()  # another process may have finished it while this one waited
-        if run.finished and not options.force:
-            return run
-        return _execute(node, run, deps, options)
+    existed = {p for p in (options.root, options.root / node.verb, run.folder) if p.exists()}
+    try:
+        with folder_lock(run.folder, wait=True, on_wait=lambda holder: print(f"waiting for {holder}", flush=True)):
+            if not options.force and run.reload().finished:  # another process finished it while this one waited
+                return run
+            return _execute(node, run, deps, options)
+    except UserError as err:
+        if not isinstance(err, DivergedRunError):
+            _remove_refused(run.folder, existed, options.root)
+        raise
+
+
+def _remove_refused(folder: Path, existed: set[Path], root: Path) -> None:
+    """A run refused on its inputs (a bad checkpoint, list line or video found once it started) leaves no folder
+    behind, unless the folder was there before or holds trained work."""
+    if folder in existed or any((folder / f).exists() for f in ("checkpoint-last.pth", "model.pth", "metrics.json")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in (folder.parent, root):
+        if parent not in existed and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
 
 
 def _execute(node: Plan, run: Run, deps: dict[str, Dependency], options: RunOptions) -> Run:

@@ -34,34 +34,12 @@ from mvd_lib.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
+    from mvd_lib.analysis import Curves
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = Path(os.environ.get("MVD_RUNS", "runs"))
 ARTIFACTS = Path(os.environ.get("MVD_ARTIFACTS", REPO_ROOT / "artifacts"))
 SCHEMA = 2  # version of config.json; records without it were made before runs had profiles
-
-
-@dataclass
-class Curves:
-    """A run's training curves against the optimizer step (x axis: `step`, 1-based)."""
-
-    step: list[int]  # optimizer steps
-    loss: list[float]  # global mean loss per step
-    parts: dict[str, list[float]]  # per-part losses (e.g. "img", "vid", "pix"; finetune "ce", "train_top1")
-    lr: list[float]  # base learning rate per step
-    probes: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)  # in-training probes: (steps, %)
-
-    @classmethod
-    def from_metrics(cls, metrics: dict[str, Any]) -> "Curves":
-        loss = list(metrics.get("loss_curve", []))
-        probes: dict[str, tuple[list[int], list[float]]] = {}
-        for rec in metrics.get("epoch_metrics", []):
-            for key, value in rec.items():
-                if key.startswith("probe_"):
-                    steps, values = probes.setdefault(key[len("probe_"):], ([], []))
-                    steps.append(int(rec["step"]))
-                    values.append(float(value))
-        return cls(step=list(range(1, len(loss) + 1)), loss=loss, parts=dict(metrics.get("parts_curve", {})),
-                   lr=list(metrics.get("lr_curve", [])), probes=probes)
 
 
 @dataclass
@@ -110,7 +88,10 @@ class Run:
         return f"{self.verb}@{self.hash}"
 
     @property
-    def curves(self) -> Curves:
+    def curves(self) -> "Curves":
+        """Loss, parts, lr and in-training probes against the optimizer step (analysis.Curves)."""
+        from mvd_lib.analysis import Curves  # numpy-based; records stay importable without it
+
         return Curves.from_metrics(self.metrics)
 
     def __str__(self) -> str:

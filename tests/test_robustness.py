@@ -313,7 +313,7 @@ def test_resumable_state_is_kept_until_finish(tmp_path):
     again = Trainer(task, ToyData(), OPTIM, tmp_path, progress=False)
     assert again.fit().loss_curve == state.loss_curve and task.calls == 0 and again.finished
     assert all(torch.equal(a, b) for a, b in zip(task.model.state_dict().values(),
-                                                 trainer.task.model.state_dict().values()))
+                                                 trainer.objective.model.state_dict().values()))
     again.finish()
     assert not (tmp_path / "checkpoint-last.pth").exists()
     partial = Trainer(ToyObjective(), ToyData(), OPTIM, tmp_path / "p", stop_after_steps=1, progress=False)

@@ -335,7 +335,7 @@ def test_teacher_pretraining_records_in_training_probes(tmp_path):
     assert "probe_motion" not in str(image.metrics["epoch_metrics"])  # one frame cannot tell motion
     assert [("probe_motion" in m) for m in video.metrics["epoch_metrics"]] == [False, True]
     curves = video.curves
-    assert curves.probes["motion"][0] == [video.metrics["steps"]]  # step of the epoch-2 probe
+    assert curves.probes["motion"][0].tolist() == [video.metrics["steps"]]  # step of the epoch-2 probe
 
 
 def test_finetune_with_the_reference_augmentation_recipe(tmp_path):
