@@ -275,7 +275,11 @@ def extract_features(model: nn.Module, dataset: Any, poolings: Sequence[str] = P
     was_training = model.training
     model.eval()
     feats: dict[str, list[torch.Tensor]] = {p: [] for p in poolings if p != TOKENS}
-    token_rows = _TokenBuffer(len(dataset) if hasattr(dataset, "__len__") else None, TOKEN_DTYPES[token_dtype])
+    try:
+        total: int | None = len(dataset)
+    except TypeError:  # an iterable dataset without a length
+        total = None
+    token_rows = _TokenBuffer(total, TOKEN_DTYPES[token_dtype])
     labels: dict[str, list[torch.Tensor]] = {}
     index: list[torch.Tensor] = []
     grid = None

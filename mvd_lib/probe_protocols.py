@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvd_lib.pos_embed import sincos_1d, sincos_3d
-from mvd_lib.probe import (DEFAULT_C_GRID, Features, ProbeResult, check_splits, fit_probe, score_predictions,
+from mvd_lib.probe import (Features, ProbeResult, check_splits, fit_probe, score_predictions,
                            stratified_holdout)
 from mvd_lib.rng import generator
 
@@ -146,8 +146,8 @@ class AttentiveProbeConfig:
                 for lr, wd in itertools.product(sorted(set(self.lr_grid)), sorted(set(self.weight_decay_grid)))]
 
 
-def position_table(kind: PositionKind, num_tokens: int, dim: int,
-                   grid: tuple[int, int, int] | None) -> torch.Tensor:
+def probe_positions(kind: PositionKind, num_tokens: int, dim: int,
+                    grid: tuple[int, int, int] | None) -> torch.Tensor:
     """[L, D] position added to the probe's tokens: "sincos" is the MVD 3-D sin-cos table of `grid` when it
     fits (D divisible by 16, T'*H'*W' = L), else a 1-D sin-cos table over the token index; "none" is zeros."""
     if kind == "none":
@@ -168,7 +168,7 @@ class AttentivePooler(nn.Module):
     drawn from `generator` (truncated normal, std 0.02; biases 0; LayerNorms 1 / 0)."""
 
     def __init__(self, dim: int, num_tokens: int, num_classes: int, heads: int = 4, queries: int = 1,
-                 position: PositionKind = "sincos", grid: tuple[int, int, int] | None = None,
+                 position: PositionKind = "learned", grid: tuple[int, int, int] | None = None,
                  generator: torch.Generator | None = None):
         super().__init__()
         if dim % heads:
@@ -183,7 +183,7 @@ class AttentivePooler(nn.Module):
             self.proj = nn.Linear(dim, dim)
             self.out_norm = nn.LayerNorm(dim)
             self.head = nn.Linear(queries * dim, num_classes)
-        table = position_table(position, num_tokens, dim, grid)  # [L, D]
+        table = probe_positions(position, num_tokens, dim, grid)  # [L, D]
         if position == "learned":
             self.pos = nn.Parameter(table)
         else:
@@ -199,16 +199,25 @@ class AttentivePooler(nn.Module):
         return [layer.weight for layer in (self.q, self.k, self.v, self.proj, self.head)]
 
     def attend(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Cross-attention output of the queries. tokens: [B, L, D] -> [B, Q, D] (before `out_norm`)."""
+        """Cross-attention output of the queries. tokens: [B, L, D] -> [B, Q, D] (before `out_norm`).
+
+        Equal to nn.MultiheadAttention(queries, x, x) with x = norm(tokens) + pos, computed without forming x:
+        with z the tokens normalized without affine, x = w * z + s where s = norm.bias + pos [L, D], so
+            logits = (key * w) . z + key . s        (key = q^T W_k per query and head)
+            pooled = w * (attn @ z) + attn @ s      (the attention-weighted mean of x)
+        and W_v is applied to `pooled` (the weights sum to 1, so the value bias passes through). No gradient
+        flows into the frozen tokens, so the only per-token work is two matrix products with z."""
         B, L, D = tokens.shape
         H, E = self.heads, self.head_dim
-        x = self.norm(tokens) + self.pos  # [B, L, D]
+        z = F.layer_norm(tokens, (D,), eps=self.norm.eps)  # [B, L, D], no affine
+        shift = self.norm.bias + self.pos  # [L, D]
         q = self.q(self.query).reshape(-1, H, E) * E**-0.5  # [Q, H, E]
-        key = torch.einsum("qhe,hed->qhd", q, self.k.weight.reshape(H, E, D))  # [Q, H, D]: q^T W_k per head
-        attn = torch.einsum("bld,qhd->bqhl", x, key).softmax(dim=-1)  # [B, Q, H, L]
-        pooled = torch.einsum("bqhl,bld->bqhd", attn, x)  # [B, Q, H, D]: attention-weighted token mean
-        out = torch.einsum("bqhd,hed->bqhe", pooled, self.v.weight.reshape(H, E, D))  # [B, Q, H, E]
-        out = out + self.v.bias.reshape(H, E)  # weights sum to 1, so the value bias passes through
+        key = torch.einsum("qhe,hed->qhd", q, self.k.weight.reshape(H, E, D)).reshape(-1, D)  # [Q H, D]
+        logits = (z.reshape(B * L, D) @ (key * self.norm.weight).T).reshape(B, L, -1).transpose(1, 2)  # [B, Q H, L]
+        attn = (logits + (shift @ key.T).T).softmax(dim=-1)  # [B, Q H, L]
+        pooled = self.norm.weight * (attn @ z) + attn @ shift  # [B, Q H, D]
+        out = torch.einsum("bqhd,hed->bqhe", pooled.reshape(B, -1, H, D), self.v.weight.reshape(H, E, D))
+        out = out + self.v.bias.reshape(H, E)  # [B, Q, H, E]
         return self.proj(out.reshape(B, -1, D))  # [B, Q, D]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -235,11 +244,14 @@ def _as_tensor(x: np.ndarray) -> torch.Tensor:
 
 
 def _train_pooler(x: torch.Tensor, y: torch.Tensor, num_classes: int, grid: tuple[int, int, int] | None,
-                  cfg: AttentiveProbeConfig, lr: float, weight_decay: float, seed: int) -> AttentivePooler:
+                  cfg: AttentiveProbeConfig, lr: float, weight_decay: float, seed: int,
+                  device: torch.device) -> AttentivePooler:
     """Train a fresh probe on tokens x [N, L, D] and classes y [N] (0..K-1) with AdamW, cosine decay to 0
-    over cfg.epochs. Initial weights and the data order come from one generator seeded with `seed`."""
+    over cfg.epochs. Initial weights and the data order come from one CPU generator seeded with `seed`; the
+    tokens stay where they are and each batch is moved to `device`."""
     g = generator(seed)
     model = AttentivePooler(x.shape[2], x.shape[1], num_classes, cfg.heads, cfg.queries, cfg.position, grid, g)
+    model.to(device)
     decayed = {id(p) for p in model.decayed()}
     groups = [{"params": model.decayed(), "weight_decay": weight_decay},
               {"params": [p for p in model.parameters() if id(p) not in decayed], "weight_decay": 0.0}]
@@ -253,7 +265,7 @@ def _train_pooler(x: torch.Tensor, y: torch.Tensor, num_classes: int, grid: tupl
         order = torch.randperm(n, generator=g)
         for i in range(steps_per_epoch):
             rows = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(x[rows].float()), y[rows])
+            loss = F.cross_entropy(model(x[rows].to(device).float()), y[rows].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -264,13 +276,14 @@ def _train_pooler(x: torch.Tensor, y: torch.Tensor, num_classes: int, grid: tupl
 @torch.no_grad()
 def _predict(model: AttentivePooler, x: torch.Tensor, batch_size: int) -> np.ndarray:
     """Softmax probabilities [N, K] of tokens x [N, L, D]."""
-    return torch.cat([model(x[i:i + batch_size].float()).softmax(dim=-1)
+    device = model.query.device
+    return torch.cat([model(x[i:i + batch_size].to(device).float()).softmax(dim=-1).cpu()
                       for i in range(0, len(x), batch_size)]).numpy()
 
 
 def fit_attentive_probe(train: Features, test: Features, config: AttentiveProbeConfig = AttentiveProbeConfig(),
-                        holdout_fraction: float | None = 0.2, seed: int = 0,
-                        threads: int | None = 1) -> ProtocolResult:
+                        holdout_fraction: float | None = 0.2, seed: int = 0, threads: int | None = 1,
+                        device: str | torch.device = "cpu") -> ProtocolResult:
     """Fit an attentive probe on `train` token features and score it once on `test`.
 
     1. Hold out a stratified `holdout_fraction` of the TRAINING split (by `seed`); for each (lr, weight decay)
@@ -280,13 +293,14 @@ def fit_attentive_probe(train: Features, test: Features, config: AttentiveProbeC
        split once. holdout_fraction None skips step 1 (the grids must then hold one setting each).
     Features: pooling "tokens" ([N, L, D], float16 or float32) or "time" (its T' time slots are the tokens).
     Deterministic in `seed` (held-out split, initial weights, data order) for a fixed thread count; the
-    global RNG is left untouched. threads: torch intra-op threads during the fit (None: unchanged)."""
+    global RNG is left untouched. threads: torch intra-op threads during the fit (None: unchanged).
+    device: where the probe trains; the tokens stay in host memory and travel batch by batch."""
     with _torch_threads(threads):
-        return _fit_attentive(train, test, config, holdout_fraction, seed)
+        return _fit_attentive(train, test, config, holdout_fraction, seed, torch.device(device))
 
 
 def _fit_attentive(train: Features, test: Features, cfg: AttentiveProbeConfig, holdout_fraction: float | None,
-                   seed: int) -> ProtocolResult:
+                   seed: int, device: torch.device) -> ProtocolResult:
     classes = check_splits(train, test, "attentive probe", pooled=False)
     x_np, grid = token_view(train)
     x_test = _as_tensor(token_view(test)[0])
@@ -301,12 +315,13 @@ def _fit_attentive(train: Features, test: Features, cfg: AttentiveProbeConfig, h
     if split is not None:
         fit_idx, held_idx = (torch.from_numpy(i) for i in split)
         for s in settings:
-            model = _train_pooler(x[fit_idx], y[fit_idx], len(classes), grid, cfg, s["lr"], s["weight_decay"], seed)
+            model = _train_pooler(x[fit_idx], y[fit_idx], len(classes), grid, cfg, s["lr"], s["weight_decay"], seed,
+                                  device)
             pred = _predict(model, x[held_idx], cfg.eval_batch_size).argmax(axis=1)
             held_acc.append(float(100.0 * np.mean(pred == y[held_idx].numpy())))
         best = settings[_choose(held_acc)]
 
-    model = _train_pooler(x, y, len(classes), grid, cfg, best["lr"], best["weight_decay"], seed)
+    model = _train_pooler(x, y, len(classes), grid, cfg, best["lr"], best["weight_decay"], seed, device)
     train_acc = float(100.0 * np.mean(_predict(model, x, cfg.eval_batch_size).argmax(axis=1) == y.numpy()))
     top1, top5, pred = score_predictions(_predict(model, x_test, cfg.eval_batch_size), classes, test.y)
     fixed = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("lr_grid", "weight_decay_grid")}
@@ -355,7 +370,7 @@ def _votes(sims: torch.Tensor, rows: torch.Tensor, bank_y: torch.Tensor, k: int,
 
 def fit_knn(train: Features, test: Features, k_grid: Sequence[int] = DEFAULT_K_GRID,
             temperature: float | None = 0.07, center: bool = True, holdout_fraction: float | None = 0.2,
-            seed: int = 0) -> ProtocolResult:
+            seed: int = 0, threads: int | None = 1) -> ProtocolResult:
     """Cosine k-NN on pooled features: choose k on held-out training clips, then score the test split once.
 
     Features are centered by the mean of the clips that form the neighbour bank (`center`; a frozen ViT's
@@ -364,7 +379,14 @@ def fit_knn(train: Features, test: Features, k_grid: Sequence[int] = DEFAULT_K_G
     the class with the most votes wins (ties: the lower class). k is chosen from `k_grid` (k larger than the
     bank is capped) on a stratified held-out part of the training split, with the rest as the bank; ties go
     to the smaller k. The test split is then scored once against the whole training split. train_top1 is the
-    leave-one-out accuracy on the training split. Deterministic (no randomness beyond the held-out split)."""
+    leave-one-out accuracy on the training split. Deterministic (no randomness beyond the held-out split).
+    threads: torch intra-op threads for the similarity products (None: unchanged)."""
+    with _torch_threads(threads):
+        return _fit_knn(train, test, k_grid, temperature, center, holdout_fraction, seed)
+
+
+def _fit_knn(train: Features, test: Features, k_grid: Sequence[int], temperature: float | None, center: bool,
+             holdout_fraction: float | None, seed: int) -> ProtocolResult:
     classes = check_splits(train, test, "k-NN")
     grid = sorted({int(k) for k in k_grid})
     if not grid or grid[0] < 1:
@@ -415,8 +437,9 @@ def run_protocol(name: ProtocolName, train: Features, test: Features, seed: int 
 
     "linear": probe.fit_probe(train, test, seed=seed, **kw) (c_grid, holdout_fraction, max_iter, threads).
     "attentive": fit_attentive_probe; kw may hold `config` (an AttentiveProbeConfig), AttentiveProbeConfig
-        fields that override it (e.g. epochs=10, lr_grid=(1e-3,)), holdout_fraction and threads.
-    "knn": fit_knn(train, test, seed=seed, **kw) (k_grid, temperature, center, holdout_fraction)."""
+        fields that override it (e.g. epochs=10, lr_grid=(1e-3,)), holdout_fraction, threads and device.
+    "knn": fit_knn(train, test, seed=seed, **kw) (k_grid, temperature, center, holdout_fraction, threads).
+    Every protocol takes holdout_fraction (None: fit the single setting given, no choice) and threads."""
     if name == "linear":
         return fit_probe(train, test, seed=seed, **kw)
     if name == "knn":
@@ -425,9 +448,9 @@ def run_protocol(name: ProtocolName, train: Features, test: Features, seed: int 
         config = kw.pop("config", AttentiveProbeConfig())
         fields = {f.name for f in dataclasses.fields(AttentiveProbeConfig)}
         overrides = {k: kw.pop(k) for k in list(kw) if k in fields}
-        unknown = sorted(set(kw) - {"holdout_fraction", "threads"})
+        unknown = sorted(set(kw) - {"holdout_fraction", "threads", "device"})
         if unknown:
-            raise TypeError(f"unknown attentive-probe argument(s) {unknown}; use holdout_fraction, threads, "
+            raise TypeError(f"unknown attentive-probe argument(s) {unknown}; use holdout_fraction, threads, device, "
                             f"config or AttentiveProbeConfig fields {sorted(fields)}")
         return fit_attentive_probe(train, test, dataclasses.replace(config, **overrides), seed=seed, **kw)
     raise ValueError(f"unknown protocol {name!r}; use one of {PROTOCOLS}")

@@ -3,6 +3,9 @@ works, chance on noise, hyper-parameters chosen without the test split, determin
 equal to standard multi-head attention, and the low-shot curve ending at the full protocol."""
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -99,7 +102,7 @@ def test_attentive_probe_reads_order_through_its_positions():
     ordered = fit_attentive_probe(train, test, FAST)  # learned positions, starting from sin-cos
     assert ordered.top1 >= 90.0, ordered.top1
     # Without positions the probe is a function of the SET of tokens, identical in both classes: chance.
-    blind = fit_attentive_probe(train, test, AttentiveProbeConfig(epochs=20, lr_grid=(3e-3, 1e-2), position="none"))
+    blind = fit_attentive_probe(train, test, dataclasses.replace(FAST, position="none"))
     assert abs(blind.top1 - 50.0) <= TOL, blind.top1
 
 
@@ -199,6 +202,16 @@ def test_knn_by_hand():
         fit_knn(train, test, k_grid=(1, 3), holdout_fraction=None)
 
 
+def test_knn_temperature_weights_close_neighbours():
+    # Query e0: one class-1 neighbour at cosine 1, two class-0 neighbours at cosine 0.6. With k = 3 plain
+    # votes say class 0 (2 to 1); weights exp(cos / 0.07) say class 1 (e^(1/0.07) > 2 e^(0.6/0.07)).
+    train = Features(x=[[1, 0], [0.6, 0.8], [0.6, -0.8]], y=[1, 0, 0], index=range(3))
+    test = Features(x=[[1, 0]], y=[1], index=[0])
+    kw = dict(k_grid=(3,), holdout_fraction=None, center=False)
+    assert fit_knn(train, test, temperature=None, **kw).test_pred.tolist() == [0]
+    assert fit_knn(train, test, temperature=0.07, **kw).test_pred.tolist() == [1]
+
+
 def test_knn_k_is_chosen_without_the_test_split():
     train, test = blobs(300, 3, 24, 0.4, seed=0), blobs(300, 3, 24, 0.4, seed=1)
     clean = fit_knn(train, test, seed=3)
@@ -222,7 +235,6 @@ def test_run_protocol_by_name_gives_serialisable_results():
     timed_test = Features(x=np.repeat(test.x, 2, axis=1), y=test.y, index=test.index, pooling="time", grid=(2, 1, 1))
     att = run_protocol("attentive", timed, timed_test, seed=1, config=FAST, epochs=2, lr_grid=(1e-2,))
     assert att.num_tokens == 2 and att.settings["epochs"] == 2 and att.grid == [{"lr": 1e-2, "weight_decay": 0.05}]
-    import json
     json.dumps([r.to_dict() for r in (linear, knn, att)])
     with pytest.raises(ValueError, match="unknown protocol"):
         run_protocol("svm", train, test)  # type: ignore[arg-type]
@@ -255,6 +267,9 @@ def test_low_shot_subsets_are_seeded_and_nested():
     assert a.held_out == [False, True] and a.chosen[0] == [{"k": 1}, {"k": 1}]
     with pytest.raises(ValueError, match="shots must be"):
         low_shot_curve(train, test, shots=(0,))
+    tokens, tokens_test = blob_tokens(60, seed=0), blob_tokens(30, seed=1)
+    att = low_shot_curve(tokens, tokens_test, shots=(2,), repeats=1, protocol="attentive", config=FAST, epochs=2)
+    assert att.chosen == [[{"lr": 3e-3, "weight_decay": 0.05}]] and att.held_out == [False]
     y = np.repeat(np.arange(3), [10, 10, 3])
     two, five = low_shot_rows(y, 2, seed=0), low_shot_rows(y, 5, seed=0)
     assert np.bincount(y[two]).tolist() == [2, 2, 2] and np.bincount(y[five]).tolist() == [5, 5, 3]
