@@ -49,6 +49,7 @@ from mvd_lib.rng import generator
 ProtocolName = Literal["linear", "attentive", "knn"]
 PROTOCOLS: tuple[ProtocolName, ...] = ("linear", "attentive", "knn")
 PositionKind = Literal["sincos", "learned", "none"]
+TOKEN_NORM_EPS = 1e-5  # epsilon of the attentive probe's LayerNorm over the frozen tokens
 DEFAULT_K_GRID: tuple[int, ...] = (1, 5, 10, 20, 50)  # k values tried by the k-NN protocol
 
 
@@ -175,7 +176,7 @@ class AttentivePooler(nn.Module):
             raise ValueError(f"attentive probe heads ({heads}) must divide the feature dimension ({dim})")
         self.heads, self.head_dim = heads, dim // heads
         with torch.random.fork_rng(devices=[]):  # layers draw default weights from the global RNG: discard them
-            self.norm = nn.LayerNorm(dim)
+            self.norm = nn.LayerNorm(dim, eps=TOKEN_NORM_EPS)
             self.query = nn.Parameter(torch.empty(queries, dim))
             self.q = nn.Linear(dim, dim)
             self.k = nn.Linear(dim, dim, bias=False)
@@ -202,14 +203,18 @@ class AttentivePooler(nn.Module):
         """Cross-attention output of the queries. tokens: [B, L, D] -> [B, Q, D] (before `out_norm`).
 
         Equal to nn.MultiheadAttention(queries, x, x) with x = norm(tokens) + pos, computed without forming x:
-        with z the tokens normalized without affine, x = w * z + s where s = norm.bias + pos [L, D], so
+        with z = normalize_tokens(tokens) (LayerNorm without its affine part), x = w * z + s where
+        s = norm.bias + pos [L, D], so
             logits = (key * w) . z + key . s        (key = q^T W_k per query and head)
             pooled = w * (attn @ z) + attn @ s      (the attention-weighted mean of x)
         and W_v is applied to `pooled` (the weights sum to 1, so the value bias passes through). No gradient
         flows into the frozen tokens, so the only per-token work is two matrix products with z."""
-        B, L, D = tokens.shape
+        return self.attend_normalized(normalize_tokens(tokens))
+
+    def attend_normalized(self, z: torch.Tensor) -> torch.Tensor:
+        """`attend` on tokens already normalized by `normalize_tokens`. z: [B, L, D] -> [B, Q, D]."""
+        B, L, D = z.shape
         H, E = self.heads, self.head_dim
-        z = F.layer_norm(tokens, (D,), eps=self.norm.eps)  # [B, L, D], no affine
         shift = self.norm.bias + self.pos  # [L, D]
         q = self.q(self.query).reshape(-1, H, E) * E**-0.5  # [Q, H, E]
         key = torch.einsum("qhe,hed->qhd", q, self.k.weight.reshape(H, E, D)).reshape(-1, D)  # [Q H, D]
@@ -222,7 +227,26 @@ class AttentivePooler(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [B, L, D] -> logits [B, K]."""
-        return self.head(self.out_norm(self.attend(tokens)).flatten(1))
+        return self.classify(normalize_tokens(tokens))
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits [B, K] of tokens already normalized by `normalize_tokens`, z: [B, L, D]."""
+        return self.head(self.out_norm(self.attend_normalized(z)).flatten(1))
+
+
+def normalize_tokens(tokens: torch.Tensor | np.ndarray, chunk: int = 256) -> torch.Tensor:
+    """Every token [.., D] minus its mean over D, divided by its std (LayerNorm without the affine part),
+    computed in float32 and returned as a tensor in the dtype of `tokens` (float16 stays float16). A numpy
+    array (e.g. memory-mapped features) is read `chunk` rows at a time into one preallocated tensor, so the
+    float32 working memory stays small. The probe's fits normalize the frozen tokens once, not at every step."""
+    D = tokens.shape[-1]
+    if isinstance(tokens, torch.Tensor):
+        return F.layer_norm(tokens.float(), (D,), eps=TOKEN_NORM_EPS).to(tokens.dtype)
+    out = torch.empty(tokens.shape, dtype=torch.float16 if tokens.dtype == np.float16 else torch.float32)
+    for i in range(0, len(tokens), chunk):
+        part = torch.from_numpy(np.array(tokens[i:i + chunk], dtype=np.float32))
+        out[i:i + chunk] = F.layer_norm(part, (D,), eps=TOKEN_NORM_EPS).to(out.dtype)
+    return out
 
 
 def token_view(features: Features) -> tuple[np.ndarray, tuple[int, int, int] | None]:
@@ -238,19 +262,14 @@ def token_view(features: Features) -> tuple[np.ndarray, tuple[int, int, int] | N
                      f"(pooling 'time' with a grid), got pooling {features.pooling!r} with shape {features.x.shape}")
 
 
-def _as_tensor(x: np.ndarray) -> torch.Tensor:
-    """A torch view of x (a copy only when x is read-only, e.g. memory-mapped)."""
-    return torch.from_numpy(x if x.flags.writeable and x.flags.c_contiguous else np.array(x))
-
-
-def _train_pooler(x: torch.Tensor, y: torch.Tensor, num_classes: int, grid: tuple[int, int, int] | None,
+def _train_pooler(z: torch.Tensor, y: torch.Tensor, num_classes: int, grid: tuple[int, int, int] | None,
                   cfg: AttentiveProbeConfig, lr: float, weight_decay: float, seed: int,
                   device: torch.device) -> AttentivePooler:
-    """Train a fresh probe on tokens x [N, L, D] and classes y [N] (0..K-1) with AdamW, cosine decay to 0
-    over cfg.epochs. Initial weights and the data order come from one CPU generator seeded with `seed`; the
-    tokens stay where they are and each batch is moved to `device`."""
+    """Train a fresh probe on normalized tokens z [N, L, D] (`normalize_tokens`) and classes y [N] (0..K-1)
+    with AdamW, cosine decay to 0 over cfg.epochs. Initial weights and the data order come from one CPU
+    generator seeded with `seed`; the tokens stay where they are and each batch is moved to `device`."""
     g = generator(seed)
-    model = AttentivePooler(x.shape[2], x.shape[1], num_classes, cfg.heads, cfg.queries, cfg.position, grid, g)
+    model = AttentivePooler(z.shape[2], z.shape[1], num_classes, cfg.heads, cfg.queries, cfg.position, grid, g)
     model.to(device)
     decayed = {id(p) for p in model.decayed()}
     groups = [{"params": model.decayed(), "weight_decay": weight_decay},
@@ -265,7 +284,7 @@ def _train_pooler(x: torch.Tensor, y: torch.Tensor, num_classes: int, grid: tupl
         order = torch.randperm(n, generator=g)
         for i in range(steps_per_epoch):
             rows = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(x[rows].to(device).float()), y[rows].to(device))
+            loss = F.cross_entropy(model.classify(z[rows].to(device).float()), y[rows].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -274,11 +293,11 @@ def _train_pooler(x: torch.Tensor, y: torch.Tensor, num_classes: int, grid: tupl
 
 
 @torch.no_grad()
-def _predict(model: AttentivePooler, x: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Softmax probabilities [N, K] of tokens x [N, L, D]."""
+def _predict(model: AttentivePooler, z: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Softmax probabilities [N, K] of normalized tokens z [N, L, D]."""
     device = model.query.device
-    return torch.cat([model(x[i:i + batch_size].to(device).float()).softmax(dim=-1).cpu()
-                      for i in range(0, len(x), batch_size)]).numpy()
+    return torch.cat([model.classify(z[i:i + batch_size].to(device).float()).softmax(dim=-1).cpu()
+                      for i in range(0, len(z), batch_size)]).numpy()
 
 
 def fit_attentive_probe(train: Features, test: Features, config: AttentiveProbeConfig = AttentiveProbeConfig(),
@@ -302,9 +321,9 @@ def fit_attentive_probe(train: Features, test: Features, config: AttentiveProbeC
 def _fit_attentive(train: Features, test: Features, cfg: AttentiveProbeConfig, holdout_fraction: float | None,
                    seed: int, device: torch.device) -> ProtocolResult:
     classes = check_splits(train, test, "attentive probe", pooled=False)
-    x_np, grid = token_view(train)
-    x_test = _as_tensor(token_view(test)[0])
-    x = _as_tensor(x_np)  # [N, L, D]
+    tokens, grid = token_view(train)
+    z = normalize_tokens(tokens)  # [N, L, D], normalized once for every fit
+    z_test = normalize_tokens(token_view(test)[0])
     y = torch.from_numpy(np.searchsorted(classes, train.y))  # [N] in 0..K-1
     settings = cfg.settings()
     start = time.perf_counter()
@@ -315,20 +334,20 @@ def _fit_attentive(train: Features, test: Features, cfg: AttentiveProbeConfig, h
     if split is not None:
         fit_idx, held_idx = (torch.from_numpy(i) for i in split)
         for s in settings:
-            model = _train_pooler(x[fit_idx], y[fit_idx], len(classes), grid, cfg, s["lr"], s["weight_decay"], seed,
+            model = _train_pooler(z[fit_idx], y[fit_idx], len(classes), grid, cfg, s["lr"], s["weight_decay"], seed,
                                   device)
-            pred = _predict(model, x[held_idx], cfg.eval_batch_size).argmax(axis=1)
+            pred = _predict(model, z[held_idx], cfg.eval_batch_size).argmax(axis=1)
             held_acc.append(float(100.0 * np.mean(pred == y[held_idx].numpy())))
         best = settings[_choose(held_acc)]
 
-    model = _train_pooler(x, y, len(classes), grid, cfg, best["lr"], best["weight_decay"], seed, device)
-    train_acc = float(100.0 * np.mean(_predict(model, x, cfg.eval_batch_size).argmax(axis=1) == y.numpy()))
-    top1, top5, pred = score_predictions(_predict(model, x_test, cfg.eval_batch_size), classes, test.y)
+    model = _train_pooler(z, y, len(classes), grid, cfg, best["lr"], best["weight_decay"], seed, device)
+    train_acc = float(100.0 * np.mean(_predict(model, z, cfg.eval_batch_size).argmax(axis=1) == y.numpy()))
+    top1, top5, pred = score_predictions(_predict(model, z_test, cfg.eval_batch_size), classes, test.y)
     fixed = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("lr_grid", "weight_decay_grid")}
     return ProtocolResult(
         protocol="attentive", top1=top1, top5=top5, train_top1=train_acc, chosen=dict(best), grid=settings,
         holdout_top1=held_acc, num_train=len(train.y), num_holdout=0 if split is None else len(split[1]),
-        num_test=len(test.y), num_features=x.shape[2], num_tokens=x.shape[1], num_classes=len(classes),
+        num_test=len(test.y), num_features=z.shape[2], num_tokens=z.shape[1], num_classes=len(classes),
         chance=100.0 / len(classes), seed=seed, label=train.label,
         pooling=train.pooling if train.pooling == test.pooling else "", seconds=time.perf_counter() - start,
         settings=fixed, test_pred=pred,

@@ -13,7 +13,7 @@ import torch
 from mvd_lib.probe import Features, fit_probe
 from mvd_lib.probe_protocols import (PROTOCOLS, AttentivePooler, AttentiveProbeConfig, LowShotCurve,
                                      ProtocolResult, fit_attentive_probe, fit_knn, low_shot_curve, low_shot_rows,
-                                     run_protocol, token_view)
+                                     normalize_tokens, run_protocol, token_view)
 from mvd_lib.rng import generator
 
 # A small budget that solves the known-answer tasks below in about a second per fit on one thread.
@@ -275,3 +275,12 @@ def test_low_shot_subsets_are_seeded_and_nested():
     assert np.bincount(y[two]).tolist() == [2, 2, 2] and np.bincount(y[five]).tolist() == [5, 5, 3]
     assert set(two) <= set(five)  # nested within one repeat
     assert not np.array_equal(low_shot_rows(y, 2, seed=0, repeat=1), two)
+
+
+def test_normalize_tokens_is_layer_norm_without_affine_and_keeps_float16():
+    x = torch.randn(5, 6, 8, generator=generator(0)) * 3 + 1
+    expected = torch.nn.LayerNorm(8, elementwise_affine=False)(x)
+    torch.testing.assert_close(normalize_tokens(x), expected, rtol=1e-5, atol=1e-5)
+    z16 = normalize_tokens(x.half().numpy(), chunk=2)  # numpy float16, read in chunks
+    assert z16.dtype == torch.float16 and z16.shape == (5, 6, 8)
+    torch.testing.assert_close(z16.float(), normalize_tokens(x.half().float()), rtol=2e-3, atol=2e-3)
