@@ -269,8 +269,8 @@ def extract_features(model: nn.Module, dataset: Any, poolings: Sequence[str] = P
         raise ValueError("give at least one pooling")
     if token_dtype not in TOKEN_DTYPES:
         raise ValueError(f"unknown token_dtype {token_dtype!r}; use one of {tuple(TOKEN_DTYPES)}")
-    if layer is not None:
-        _block_index(_unwrap(model)[0], layer)  # fail before any forward pass
+    if layer is not None:  # fail before any forward pass; record the block index counted from 0
+        layer = _block_index(_unwrap(model)[0], layer)
     dev, dt = place_model(model, device, dtype)
     was_training = model.training
     model.eval()

@@ -248,6 +248,10 @@ def test_features_of_a_chosen_layer_stop_at_that_block():
         torch.testing.assert_close(t_img, image.blocks[0](torch.cat([cls, x], 1))[:, 1:].reshape(3, 32, 64))
     feats = extract_features(model, Clips(4, seed=0), poolings=("mean",), layer=0, progress=False)
     assert feats["mean"].layer == 0 and feats["mean"].select("motion").layer == 0
+    last = extract_features(model, Clips(4, seed=0), poolings=("mean",), layer=-1, progress=False)["mean"]
+    assert last.layer == 1  # recorded as the block index
+    np.testing.assert_allclose(last.x, model(Clips(4, seed=0).video, pre_norm=True).mean(1).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="layer 2 is out of range for an encoder of 2 blocks"):
         extract_features(model, Clips(4, seed=0), layer=2, progress=False)
 
