@@ -500,7 +500,7 @@ def score_predictions(scores: np.ndarray, classes: np.ndarray,
     unseen = sorted({int(v) for v in y} - set(col))
     if unseen:
         warnings.warn(f"test labels {unseen[:10]} never occur in the training split; they count as errors",
-                      stacklevel=3)
+                      stacklevel=4)
     y_col = np.array([col.get(int(v), -1) for v in y])
     known = y_col >= 0
     acc = {1: 0.0, 5: 0.0}
