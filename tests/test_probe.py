@@ -1,6 +1,9 @@
 """Linear probe: accuracy where there is signal, chance where there is none, C chosen without the test split,
-order-aware "time" pooling, determinism, and feature shapes on real encoders."""
+order-aware "time" pooling, determinism, and feature shapes on real encoders; token features, features of a
+chosen layer, and features saved to disk."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -9,8 +12,8 @@ import torch
 from mvd_lib.classifier import VideoClassifier
 from mvd_lib.config import mvd_decoder_config, vit_config
 from mvd_lib.mae import ImageViT
-from mvd_lib.probe import (Features, encoder_tokens, extract_features, fit_probe, linear_probe, pool_tokens,
-                           stratified_holdout, token_grid)
+from mvd_lib.probe import (Features, encoder_tokens, extract_features, fit_probe, linear_probe, load_features,
+                           pool_tokens, save_features, stratified_holdout, token_grid)
 from mvd_lib.rng import generator
 from mvd_lib.student import MVDStudent
 from mvd_lib.teachers import ImageTeacher, VideoTeacher
@@ -191,3 +194,89 @@ def test_linear_probe_runs_on_a_random_init_encoder():
     assert result.num_features == 128 and result.num_train == 30 and result.num_test == 12
     assert result.label == "appearance" and result.pooling == "time" and result.num_classes == 3
     assert 0.0 <= result.top1 <= 100.0 and result.c in C_GRID and len(result.holdout_top1) == len(C_GRID)
+
+
+def test_holdout_fraction_none_fits_the_single_c():
+    train, test = blobs(120, 3, 8, 1.0, seed=0), blobs(60, 3, 8, 1.0, seed=1)
+    held = fit_probe(train, test, (0.1,), holdout_fraction=0.2)
+    none = fit_probe(train, test, (0.1,), holdout_fraction=None)
+    assert none.holdout_top1 == [] and none.num_holdout == 0 and none.c == 0.1
+    assert none.top1 == held.top1 and none.test_pred.tolist() == held.test_pred.tolist()  # same final fit
+    with pytest.raises(ValueError, match="single C"):
+        fit_probe(train, test, (0.1, 1.0), holdout_fraction=None)
+
+
+def test_token_features_come_from_the_same_pass_in_float16():
+    model = VideoViT(NANO, seed=0)
+    calls = []
+    model.patch_embed.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    data = Clips(7, seed=0)
+    feats = extract_features(model, data, poolings=("mean", "tokens"), batch_size=3, progress=False)
+    assert calls == [3, 3, 1]  # one pass serves the pooled and the token features
+    tokens = feats["tokens"]
+    assert tokens.x.shape == (7, 32, 64) and tokens.x.dtype == np.float16 and tokens.pooling == "tokens"
+    assert tokens.grid == (2, 4, 4) and tokens.select("motion").x is tokens.x  # no copy per label set
+    with torch.no_grad():
+        expected = model.eval()(data.video).numpy()  # [7, 32, 64]
+    np.testing.assert_allclose(tokens.x.astype(np.float32), expected, rtol=2e-3, atol=2e-3)  # float16 rounding
+    np.testing.assert_allclose(feats["mean"].x, expected.mean(1), rtol=1e-5, atol=1e-6)
+    full = extract_features(model, data, poolings=("tokens",), batch_size=4, progress=False, token_dtype="float32")
+    assert full["tokens"].x.dtype == np.float32
+    np.testing.assert_allclose(full["tokens"].x, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="token_dtype"):
+        extract_features(model, data, poolings=("tokens",), token_dtype="int8", progress=False)
+    with pytest.raises(ValueError, match=r"must be \[N, L, D\]"):
+        Features(x=np.zeros((3, 4)), y=[0, 1, 2], index=[0, 1, 2], pooling="tokens")
+
+
+def test_features_of_a_chosen_layer_stop_at_that_block():
+    model = VideoViT(NANO, seed=0).eval()  # depth 2
+    video = torch.randn(3, 3, 4, 16, 16, generator=generator(2))
+    later = []
+    model.blocks[1].register_forward_hook(lambda m, i, o: later.append(1))
+    with torch.no_grad():
+        first = encoder_tokens(model, video, layer=0)
+        assert later == []  # block 1 never ran
+        torch.testing.assert_close(first, model.blocks[0](model.embed(video)))
+        last = encoder_tokens(model, video, layer=-1)
+        torch.testing.assert_close(last, model(video, pre_norm=True))  # the last block, before the final norm
+        image = ImageViT(vit_config("vit_nano", img_size=16), seed=0).eval()
+        t_img = encoder_tokens(ImageTeacher(image, tubelet_size=2), video, layer=0)
+        frames = video[:, :, ::2].transpose(1, 2).reshape(6, 3, 16, 16)
+        x = image.patch_embed(frames) + image.pos_embed[:, 1:]
+        cls = (image.cls_token + image.pos_embed[:, :1]).expand(6, -1, -1)
+        torch.testing.assert_close(t_img, image.blocks[0](torch.cat([cls, x], 1))[:, 1:].reshape(3, 32, 64))
+    feats = extract_features(model, Clips(4, seed=0), poolings=("mean",), layer=0, progress=False)
+    assert feats["mean"].layer == 0 and feats["mean"].select("motion").layer == 0
+    last = extract_features(model, Clips(4, seed=0), poolings=("mean",), layer=-1, progress=False)["mean"]
+    assert last.layer == 1  # recorded as the block index
+    np.testing.assert_allclose(last.x, model(Clips(4, seed=0).video, pre_norm=True).mean(1).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="layer 2 is out of range for an encoder of 2 blocks"):
+        extract_features(model, Clips(4, seed=0), layer=2, progress=False)
+
+
+def test_saved_features_load_back(tmp_path):
+    model = VideoViT(NANO, seed=0)
+    feats = extract_features(model, Clips(5, seed=0), poolings=("time", "tokens"), batch_size=2, progress=False,
+                             layer=1)
+    folder = save_features(feats, tmp_path / "feats", meta={"videos": "train.csv"})
+    assert sorted(p.name for p in (folder / "tokens").iterdir()) == [
+        "features.json", "index.npy", "label_appearance.npy", "label_motion.npy", "x.npy"]
+    info = json.loads((folder / "tokens" / "features.json").read_text())
+    assert info["layer"] == 1 and info["grid"] == [2, 4, 4] and info["dtype"] == "float16"
+    assert info["shape"] == [5, 32, 64] and info["meta"] == {"videos": "train.csv"}
+    for mmap in (False, True):
+        back = load_features(folder, mmap=mmap)
+        assert sorted(back) == ["time", "tokens"]
+        for p, f in feats.items():
+            g = back[p]
+            assert np.array_equal(g.x, f.x) and g.x.dtype == f.x.dtype and np.array_equal(g.index, f.index)
+            assert g.grid == f.grid and g.layer == 1 and g.label == f.label and g.pooling == p
+            assert all(np.array_equal(g.labels[k], f.labels[k]) for k in f.labels)
+    one = load_features(folder, poolings=("time",))
+    assert list(one) == ["time"]
+    with pytest.raises(FileNotFoundError, match="no saved \\['mean'\\] features"):
+        load_features(folder, poolings=("mean",))
+    with pytest.raises(FileNotFoundError, match="no saved features"):
+        load_features(tmp_path)
