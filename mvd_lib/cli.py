@@ -189,7 +189,7 @@ def summary(run) -> str:
                              f"(chance {r['chance']:.1f}%)")
     for split, f in m.get("features", {}).items():
         if isinstance(f, dict) and "shape" in f:
-            lines.append(f"  {split}: features {f['shape']} -> {run.folder}/{split}_features.npy")
+            lines.append(f"  {split}: features {f['shape']} -> {run.folder / f['folder']}")
     for rec in m.get("epoch_metrics", [])[-1:]:
         extra = {k: v for k, v in rec.items() if k.startswith("probe_")}
         if extra:

@@ -640,7 +640,7 @@ class FinetuneConfig(RunConfig):
         _require(0 <= self.fc_drop < 1, f"fc_drop must be in [0, 1), got {self.fc_drop}")
 
 
-PROTOCOLS = ("linear", "attentive", "knn")  # evaluation protocols on frozen features (probe.py)
+PROTOCOLS = ("linear", "attentive", "knn")  # evaluation protocols on frozen features (probe_protocols.py)
 
 
 @dataclass(frozen=True)
@@ -655,13 +655,15 @@ class ProbeConfig(RunConfig):
     c_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried
     holdout_fraction: float = 0.2  # part of the TRAINING split used to choose C
     split: Literal["val", "test"] = "test"  # the split scored (choose settings on val, report on test)
+    low_shot: tuple[int, ...] = ()  # labelled clips per class of a low-shot curve (linear, time pooling); () = off
     batch_size: int = 64  # clips per forward pass
     data: DataSpec = field(default_factory=DataSpec)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("protocols", "poolings", "tasks", "c_grid"):
+        for name in ("protocols", "poolings", "tasks", "c_grid", "low_shot"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        _require(all(k >= 1 for k in self.low_shot), f"low_shot counts clips per class (>= 1), got {self.low_shot}")
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         _require(not bad and self.protocols, f"protocols must be some of {PROTOCOLS}, got {self.protocols}")
         bad = [p for p in self.poolings if p not in ("mean", "time")]

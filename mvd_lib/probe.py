@@ -261,7 +261,8 @@ def extract_features(model: nn.Module, dataset: Any, poolings: Sequence[str] = P
     it where it is. layer: None reads the final output (after the final norm), i the raw output of encoder
     block i (see `encoder_tokens`). Every label set in `label_keys` that the items carry is kept
     (Features.labels), so one extraction serves both synthetic tasks; `y` holds "label" if present, else the
-    first label set found. Items of a multi-view set are one row each."""
+    first label set found. Items of a multi-view set are one row each; items marked "replaced" (a bad video
+    served by another in its place, video_data.py) are dropped."""
     for p in poolings:
         if p not in ALL_POOLINGS:
             raise ValueError(f"unknown pooling {p!r}; use one of {ALL_POOLINGS}")
@@ -282,9 +283,11 @@ def extract_features(model: nn.Module, dataset: Any, poolings: Sequence[str] = P
     token_rows = _TokenBuffer(total, TOKEN_DTYPES[token_dtype])
     labels: dict[str, list[torch.Tensor]] = {}
     index: list[torch.Tensor] = []
+    replaced: list[torch.Tensor] = []
     grid = None
     try:
-        for batch in clip_batches(dataset, batch_size, ("index", *label_keys), num_workers, progress, "features"):
+        for batch in clip_batches(dataset, batch_size, ("index", "replaced", *label_keys), num_workers, progress,
+                                  "features"):
             with devices.autocast(dev, dt):
                 tokens, grid = _encode(model, batch["video"].to(dev), layer)
             tokens = tokens.float()  # [B, N, D]
@@ -296,6 +299,8 @@ def extract_features(model: nn.Module, dataset: Any, poolings: Sequence[str] = P
                 if key in batch:
                     labels.setdefault(key, []).append(batch[key])
             index.append(batch.get("index", batch["position"]))
+            if "replaced" in batch:
+                replaced.append(batch["replaced"])
     finally:
         model.train(was_training)
     if not index:
@@ -308,6 +313,11 @@ def extract_features(model: nn.Module, dataset: Any, poolings: Sequence[str] = P
     xs = {p: torch.cat(v).numpy() for p, v in feats.items()}
     if TOKENS in poolings:
         xs[TOKENS] = token_rows.result()
+    if replaced:  # a view whose video could not be read (video_data serves another video in its place) is dropped
+        keep = torch.cat(replaced).numpy() == 0
+        xs = {p: x[keep] for p, x in xs.items()}
+        label_arrays = {k: v[keep] for k, v in label_arrays.items()}
+        idx = idx[keep]
     return {p: Features(x=xs[p], y=label_arrays[main], index=idx, labels=label_arrays, label=main, pooling=p,
                         grid=grid, layer=layer) for p in poolings}
 

@@ -41,13 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvd_lib.config import PROTOCOLS as CONFIG_PROTOCOLS
 from mvd_lib.pos_embed import sincos_1d, sincos_3d
 from mvd_lib.probe import (Features, ProbeResult, check_splits, fit_probe, score_predictions,
                            stratified_holdout)
 from mvd_lib.rng import generator
 
 ProtocolName = Literal["linear", "attentive", "knn"]
-PROTOCOLS: tuple[ProtocolName, ...] = ("linear", "attentive", "knn")
+PROTOCOLS: tuple[ProtocolName, ...] = CONFIG_PROTOCOLS  # type: ignore[assignment]  (defined with the configs)
 PositionKind = Literal["sincos", "learned", "none"]
 TOKEN_NORM_EPS = 1e-5  # epsilon of the attentive probe's LayerNorm over the frozen tokens
 DEFAULT_K_GRID: tuple[int, ...] = (1, 5, 10, 20, 50)  # k values tried by the k-NN protocol

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -39,14 +39,11 @@ from mvd_lib.errors import ConfigError
 from mvd_lib.evaluate import evaluate
 from mvd_lib.mae import ImageViT
 from mvd_lib.objectives import DistillObjective, FinetuneObjective, MAEObjective, VideoMAEObjective
-from mvd_lib.probe import encoder_tokens, extract_features, fit_probe
+from mvd_lib.probe import extract_features, fit_probe, save_features
+from mvd_lib.probe_protocols import low_shot_curve, run_protocol
 from mvd_lib.synthetic import SyntheticClips
 from mvd_lib.target_cache import CachedTargets
 from mvd_lib.teachers import EMATeacher, FrozenTeacher, ImageTeacher, VideoTeacher
-from mvd_lib.vit import VideoViT
-
-if TYPE_CHECKING:
-    from mvd_lib.runs import Run
 
 
 @dataclass
@@ -77,7 +74,7 @@ class Dependency:
 
     kind: str  # "run" | "file" | "random" | "none"
     fingerprint: str  # what enters the dependant's hash
-    run: "Run | None" = None  # kind "run": the finished run
+    run: Any = None  # kind "run": the finished runs.Run
     path: Path | None = None  # kind "file"
 
 
@@ -126,13 +123,13 @@ class RunType:
     def execute(self, cfg: Any, folder: Path, deps: dict[str, Dependency], options: RunOptions) -> dict:
         raise NotImplementedError
 
-    def encoder(self, run: "Run") -> nn.Module:
+    def encoder(self, run: Any) -> nn.Module:
         raise ConfigError(f"a {self.verb} run has no encoder of its own")
 
-    def teacher(self, run: "Run") -> FrozenTeacher:
+    def teacher(self, run: Any) -> FrozenTeacher:
         return VideoTeacher(self.encoder(run))
 
-    def model(self, run: "Run") -> nn.Module:
+    def model(self, run: Any) -> nn.Module:
         raise ConfigError(f"a {self.verb} run has no model of its own")
 
 
@@ -415,19 +412,31 @@ class Probe(RunType):
         train_set = labeled_clips(cfg.data, cfg.model, "train", seed=cfg.seed)
         scored = labeled_clips(cfg.data, cfg.model, cfg.split, seed=cfg.seed)
         t0 = time.perf_counter()
-        kw = dict(poolings=tuple(cfg.poolings), batch_size=cfg.batch_size, device=device, dtype=dtype,
-                  progress=options.progress)
+        poolings = tuple(dict.fromkeys([*cfg.poolings, *(("time",) if cfg.low_shot else ()),
+                                        *(("tokens",) if "attentive" in cfg.protocols else ())]))
+        kw = dict(poolings=poolings, batch_size=cfg.batch_size, device=device, dtype=dtype, progress=options.progress)
         feats_tr, feats_sc = extract_features(encoder, train_set, **kw), extract_features(encoder, scored, **kw)
         results: dict[str, dict] = {}
-        for task in cfg.tasks:
-            for pooling in cfg.poolings:
-                res = fit_probe(feats_tr[pooling].select(task), feats_sc[pooling].select(task), c_grid=cfg.c_grid,
-                                holdout_fraction=cfg.holdout_fraction, seed=cfg.seed)
-                results.setdefault(task, {})[pooling] = {k: v for k, v in res.to_dict().items() if k != "test_pred"}
-        out = {"probe": {"linear": results}, "split": cfg.split, "wall_time_s": time.perf_counter() - t0,
-               "encoder": deps["encoder"].fingerprint}
+        for protocol in cfg.protocols:
+            for task in cfg.tasks:
+                # the attentive probe reads every token; linear and k-NN probes read each pooling
+                for pooling in (("tokens",) if protocol == "attentive" else cfg.poolings):
+                    extra = {"c_grid": cfg.c_grid} if protocol == "linear" else {}
+                    res = run_protocol(protocol, feats_tr[pooling].select(task), feats_sc[pooling].select(task),
+                                       seed=cfg.seed, holdout_fraction=cfg.holdout_fraction, **extra)
+                    results.setdefault(protocol, {}).setdefault(task, {})[pooling] = _without_predictions(res)
+        out: dict[str, Any] = {"probe": results, "split": cfg.split, "encoder": deps["encoder"].fingerprint}
+        if cfg.low_shot:
+            out["low_shot"] = {task: low_shot_curve(feats_tr["time"].select(task), feats_sc["time"].select(task),
+                                                    shots=(*cfg.low_shot, None), seed=cfg.seed).to_dict()
+                               for task in cfg.tasks}
+        out["wall_time_s"] = time.perf_counter() - t0
         out.update(bad_inputs(folder, options, train=train_set, **{cfg.split: scored}))
         return out
+
+
+def _without_predictions(result: Any) -> dict:
+    return {k: v for k, v in result.to_dict().items() if k != "test_pred"}
 
 
 class Evaluate(RunType):
@@ -468,57 +477,26 @@ class Extract(RunType):
 
     def execute(self, cfg: ExtractConfig, folder, deps, options) -> dict:
         from mvd_lib.datasets import list_files
-        from mvd_lib.evaluate import clip_batches
-        from mvd_lib.probe import pool_tokens, token_grid
 
         device, dtype = device_and_dtype(cfg)
         encoder = self.prepare(cfg, deps, device, options).model
         splits = [s for s in cfg.splits if cfg.data.source == "synthetic" or list_files(cfg.data, [s])[0].exists()]
         written: dict[str, Any] = {}
+        reports: dict[str, Any] = {}
         for split in splits:
             data = labeled_clips(cfg.data, cfg.model, split, seed=cfg.seed)
-            feats, labels, index = [], [], []
-            with _layer_output(encoder, cfg.layer) as taken:
-                for batch in clip_batches(data, cfg.batch_size, ("index", "label", "video_index"), 0,
-                                          options.progress, f"extract {split}"):
-                    with torch.no_grad(), devices.autocast(device, dtype):
-                        tokens = encoder_tokens(encoder, batch["video"].to(device))
-                    tokens = (taken[-1] if cfg.layer >= 0 else tokens).float().cpu()  # [B, N, D]
-                    grid = token_grid(encoder, batch["video"].shape[2])
-                    feats.append(tokens.half().numpy() if cfg.pooling == "tokens"
-                                 else pool_tokens(tokens, grid, cfg.pooling).numpy())
-                    labels.append(batch["label"].numpy())
-                    index.append(batch.get("video_index", batch["index"]).numpy())
-            x = np.concatenate(feats)
-            np.save(folder / f"{split}_features.npy", x)
-            np.save(folder / f"{split}_labels.npy", np.concatenate(labels))
-            np.save(folder / f"{split}_index.npy", np.concatenate(index))
-            written[split] = {"rows": int(x.shape[0]), "shape": list(x.shape), "dtype": str(x.dtype)}
-            written.update(bad_inputs(folder, options, **{split: data}))
-        return {"features": written, "layer": cfg.layer, "pooling": cfg.pooling, "encoder": deps["encoder"].fingerprint}
-
-
-class _layer_output:
-    """Context manager collecting the output of encoder block `layer` (nothing for layer -1)."""
-
-    def __init__(self, model: nn.Module, layer: int):
-        self.model, self.layer, self.outputs, self.handle = model, layer, [], None
-
-    def __enter__(self) -> list:
-        if self.layer >= 0:
-            enc = self.model
-            if not isinstance(enc, VideoViT):
-                raise ConfigError(f"layer={self.layer}: intermediate layers are read from video encoders; "
-                                  "use layer=-1 for an image encoder")
-            if self.layer >= len(enc.blocks):
-                raise ConfigError(f"layer={self.layer}: the encoder has {len(enc.blocks)} blocks (0..{len(enc.blocks) - 1})")
-            self.handle = enc.blocks[self.layer].register_forward_hook(
-                lambda module, args, out: self.outputs.append(out.detach()))
-        return self.outputs
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.handle is not None:
-            self.handle.remove()
+            feats = extract_features(encoder, data, (cfg.pooling,), batch_size=cfg.batch_size, device=device,
+                                     dtype=dtype, progress=options.progress, layer=None if cfg.layer < 0 else cfg.layer)
+            meta = {"encoder": deps["encoder"].fingerprint, "split": split,
+                    "list": str(list_files(cfg.data, [split])[0]) if cfg.data.source == "list" else "synthetic"}
+            save_features(feats, folder / split, meta=meta)
+            x = feats[cfg.pooling].x
+            written[split] = {"rows": int(x.shape[0]), "shape": list(x.shape), "dtype": str(x.dtype),
+                              "folder": f"{split}/{cfg.pooling}"}
+            reports[split] = data
+        out = {"features": written, "layer": cfg.layer, "pooling": cfg.pooling, "encoder": deps["encoder"].fingerprint}
+        out.update(bad_inputs(folder, options, **reports))
+        return out
 
 
 RUN_TYPES: dict[str, RunType] = {t.verb: t for t in (PretrainImage(), PretrainVideo(), Distill(), Finetune(), Probe(),

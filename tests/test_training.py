@@ -64,7 +64,7 @@ def test_smoke_run_of_every_verb(smoke_runs):
     assert set(probe) == {"appearance", "motion"} and set(probe["motion"]) == {"mean", "time"}
     assert "test" in json.loads((only(smoke_runs, "evaluate") / "metrics.json").read_text())
     extract = only(smoke_runs, "extract")
-    x = __import__("numpy").load(extract / "test_features.npy")
+    x = __import__("numpy").load(extract / "test" / "mean" / "x.npy")
     assert x.shape == (16, 64)  # 16 test clips x the vit_nano width (mean pooling)
 
 
@@ -366,14 +366,17 @@ def test_real_video_lists_through_finetune_probe_evaluate_and_extract(tmp_path):
     assert [(f["path"], f["reason"]) for f in bad["files"]] == [(str(lists / "videos" / "does_not_exist.mp4"), "missing")]
     ev = runner.run("evaluate", "smoke", checkpoint=f"file:{ft.model_path}", num_classes=10, overrides=data, **kw)
     assert ev.metrics["test"]["top1"] == ft.metrics["test"]["top1"]  # the same weights, the same views
-    pr = runner.run("probe", "smoke", encoder="random", tasks=("label",), overrides=data, **kw)
-    assert set(pr.metrics["probe"]["linear"]) == {"label"}
+    pr = runner.run("probe", "smoke", encoder="random", tasks=("label",), protocols=("linear", "knn", "attentive"),
+                    overrides=data, **kw)
+    assert set(pr.metrics["probe"]) == {"linear", "knn", "attentive"}
     assert pr.metrics["probe"]["linear"]["label"]["time"]["num_test"] == 30
+    assert pr.metrics["probe"]["attentive"]["label"]["tokens"]["num_test"] == 30
     ex = runner.run("extract", "smoke", encoder="random", layer=0, pooling="time", overrides=data, **kw)
     import numpy as np
 
-    assert np.load(ex.folder / "test_features.npy").shape == (30, 4 * 64)  # 30 views, 4 time slots x width 64
-    assert np.load(ex.folder / "val_labels.npy").shape == (30,)
+    assert np.load(ex.folder / "test" / "time" / "x.npy").shape == (30, 4 * 64)  # 30 views, 4 time slots x 64
+    assert np.load(ex.folder / "val" / "time" / "label_label.npy").shape == (30,)
+    assert json.loads((ex.folder / "test" / "time" / "features.json").read_text())["layer"] == 0
 
 
 def test_training_leaves_the_callers_random_stream_alone(tmp_path):
