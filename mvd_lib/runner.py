@@ -43,7 +43,7 @@ from mvd_lib.runs import (ARTIFACTS, SCHEMA, Run, adopt_artifact, command_line, 
                           run_folder)
 from mvd_lib.runtypes import RUN_TYPES, Dependency, RunOptions, describe_device
 
-__all__ = ["run", "profile", "load", "train_or_load", "plan", "Plan", "RunOptions", "Run"]
+__all__ = ["run", "profile", "clips", "load", "train_or_load", "plan", "Plan", "RunOptions", "Run"]
 
 
 @dataclass
@@ -309,6 +309,16 @@ def run(verb: str, p: Profile | str = "smoke", variant: str = "", *, overrides: 
                          probe_every=probe_every, stop_after_steps=stop_after_steps,
                          trust_checkpoints=trust_checkpoints)
     return train_or_load(verb, cfg, p, options, given)
+
+
+def clips(p: Profile | str = "smoke", split: str = "val", task: str | None = None):
+    """Labeled clips of a profile's data: `split` "train", "val" or "test"; `task` the label set of "label"
+    (default: the profile's). Items: {"video" [C, T, H, W], "index", "label", ...}."""
+    from mvd_lib.datasets import labeled_clips
+
+    p = profile(p) if isinstance(p, str) else p
+    data = p.data if task is None else dataclasses.replace(p.data, task=task)
+    return labeled_clips(data, p.model, split, seed=p.seed)
 
 
 def load(folder: str | os.PathLike) -> Run:
