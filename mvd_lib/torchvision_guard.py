@@ -6,7 +6,8 @@ torchvision's `_C` extension then fails to load. torchvision swallows that failu
 which raises "operator torchvision::nms does not exist" and breaks every `import torchvision` (and
 therefore `import timm`).
 
-`install()` runs once, from `mvd_lib/__init__.py`, before anything imports torchvision:
+`install()` runs once, just before the first `import torchvision` of a process that imported mvd_lib (the
+package arms an import hook for it, so importing mvd_lib alone loads no torch):
 - torchvision not installed, already imported, or its ops already registered: nothing to do;
 - its `_C` extension loads (the same `torch.ops.load_library` call torchvision makes on import):
   nothing else is done, so a working torchvision behaves exactly as without this module;
