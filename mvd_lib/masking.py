@@ -106,14 +106,14 @@ def leaky_tokens(mask: torch.Tensor, grid: tuple[int, int, int], window: int | N
 def leakage_fraction(mask: torch.Tensor, grid: tuple[int, int, int], window: int | None = 1) -> torch.Tensor:
     """Per sample, the fraction of masked tokens that are `leaky_tokens`: [B, T'*H'*W'] -> [B] float.
 
-    This is the "information leakage" that motivates tube masking (VideoMAE section 3.3; MVD follows it): video
-    is temporally redundant, so a masked patch that is visible a slice earlier or later can be copied instead of
-    inferred. Tube masks hide a patch in every slice, so their leakage is exactly 0; a random mask at ratio r
+    This is the "information leakage" that motivates tube masking (VideoMAE sections 3.2-3.3; MVD follows it):
+    video is temporally redundant, so a masked patch that is visible a slice earlier or later can be copied instead
+    of inferred. Tube masks hide a patch in every slice, so their leakage is exactly 0; a random mask at ratio r
     leaks about 1 - r^2 of its masked tokens to the adjacent slices (1 - r at the first and last slice;
     `expected_random_leakage`). A sample without masked tokens has leakage 0."""
     leaks = leaky_tokens(mask, grid, window).sum(1)  # [B]
     masked = mask.sum(1)
-    return torch.where(masked > 0, leaks.float() / masked.clamp(min=1).float(), torch.zeros_like(leaks, dtype=torch.float))
+    return leaks.float() / masked.clamp(min=1).float()  # no masked tokens: 0 leaks / 1
 
 
 def expected_random_leakage(ratio: float, num_slices: int, window: int | None = 1) -> float:
