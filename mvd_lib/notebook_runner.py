@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import functools
 import io
 import json
 import os
@@ -39,7 +41,7 @@ import time
 import tokenize
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -276,6 +278,21 @@ def _files(folders: list[Path]) -> dict[Path, float]:
     return {p: p.stat().st_mtime for d in folders if d.is_dir() for p in d.rglob("*") if p.is_file()}
 
 
+@contextlib.contextmanager
+def _environment(**variables: str) -> Iterator[None]:
+    """Set environment variables (inherited by the kernels papermill starts) for the body, then restore them."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _parse_value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
@@ -286,7 +303,7 @@ def _parse_value(text: str) -> Any:
 def run_notebooks(profile: str = DEFAULT_PROFILE, notebooks_dir: str | Path = NOTEBOOKS_DIR,
                   out_dir: str | Path = OUTPUT_DIR, overrides: dict[str, Any] | None = None,
                   only: list[str] | None = None, keep_going: bool = False,
-                  log: Callable[[str], None] = print) -> list[NotebookResult]:
+                  log: Callable[[str], None] = functools.partial(print, flush=True)) -> list[NotebookResult]:
     """Execute the notebooks of `notebooks_dir` in name order at `profile` (see the module docstring) and return
     one result per notebook. Stops at the first failure unless `keep_going` (the rest are "not run").
     `only`: run the notebooks whose names start with one of these prefixes ("02", "02_mask_tubes")."""
@@ -311,38 +328,37 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, notebooks_dir: str | Path = NO
         raise ValueError(f"parameter(s) {unknown} are declared by none of the notebooks {[p.name for p in paths]}")
     base = {"PROFILE": profile, "FIGURES_DIR": str(figures), "RESULTS_DIR": str(results), **overrides}
 
-    # the kernels import the same mvd_lib as this process and write figures where the notebooks are told to
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    os.environ["MVD_FIGURES_DIR"] = str(figures)
-
     log(f"running {len(paths)} notebook(s) from {notebooks_dir} at profile {profile!r} -> {out}")
     results_list: list[NotebookResult] = []
     failed = False
-    for path in paths:
-        dest = out / path.name
-        if failed and not keep_going:
-            results_list.append(NotebookResult(path.name, "not run", 0.0, str(dest)))
-            continue
-        params = {k: v for k, v in base.items() if k in declared[path]}
-        before = _files([figures, results])
-        log(f"  {path.name}: running")
-        start = time.perf_counter()
-        status, error = "ok", ""
-        try:
-            pm.execute_notebook(str(path), str(dest), parameters=params, cwd=str(notebooks_dir),
-                                kernel_name=KERNEL, progress_bar=False, log_output=False)
-        except pm.PapermillExecutionError as err:
-            cell = err.cell_index - (1 if params else 0)  # papermill counts the cell it injects after `parameters`
-            status, error = "failed", f"cell {cell}: {err.ename}: {err.evalue}"
-        except Exception as err:  # noqa: BLE001 - kernel died, notebook unreadable, ...: report and go on
-            status, error = "failed", f"{type(err).__name__}: {err}"
-        wall = time.perf_counter() - start
-        after = _files([figures, results])
-        new = sorted(str(p.relative_to(out)) for p, m in after.items() if before.get(p) != m)
-        results_list.append(NotebookResult(path.name, status, wall, str(dest), error, new))
-        log(f"  {path.name}: {status} in {wall:.1f} s" + (f"  ({error})" if error else ""))
-        failed = failed or status != "ok"
+    # the kernels import the same mvd_lib as this process; library figures go with the notebooks' figures
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    pythonpath = os.pathsep.join([str(REPO_ROOT), *inherited])
+    with _environment(PYTHONPATH=pythonpath, MVD_FIGURES_DIR=str(figures)):
+        for path in paths:
+            dest = out / path.name
+            if failed and not keep_going:
+                results_list.append(NotebookResult(path.name, "not run", 0.0, str(dest)))
+                continue
+            params = {k: v for k, v in base.items() if k in declared[path]}
+            before = _files([figures, results])
+            log(f"  {path.name}: running")
+            start = time.perf_counter()
+            status, error = "ok", ""
+            try:
+                pm.execute_notebook(str(path), str(dest), parameters=params, cwd=str(notebooks_dir),
+                                    kernel_name=KERNEL, progress_bar=False, log_output=False)
+            except pm.PapermillExecutionError as err:
+                cell = err.cell_index - (1 if params else 0)  # papermill counts the cell it injects
+                status, error = "failed", f"cell {cell}: {err.ename}: {err.evalue}"
+            except Exception as err:  # noqa: BLE001 - kernel died, notebook unreadable, ...: report and go on
+                status, error = "failed", f"{type(err).__name__}: {err}"
+            wall = time.perf_counter() - start
+            after = _files([figures, results])
+            new = sorted(str(p.relative_to(out)) for p, m in after.items() if before.get(p) != m)
+            results_list.append(NotebookResult(path.name, status, wall, str(dest), error, new))
+            log(f"  {path.name}: {status} in {wall:.1f} s" + (f"  ({error})" if error else ""))
+            failed = failed or status != "ok"
     write_summary(results_list, out, profile)
     return results_list
 

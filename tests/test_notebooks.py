@@ -226,10 +226,14 @@ def _runner_folder(tmp_path: Path, fail: bool) -> Path:
 
 
 def test_runner_passes_parameters_and_stops_at_a_failure(tmp_path, capsys):
+    import os
+
     folder = _runner_folder(tmp_path, fail=True)
     out = tmp_path / "out"
+    environ = dict(os.environ)
     code = R.main(["--profile", "smoke", "--notebooks", str(folder), "--out", str(out), "--seed", "7"])
     text = capsys.readouterr()
+    assert dict(os.environ) == environ  # the kernels' environment was set for the run only
     assert code == 1
     assert "FAILED: 11_fail_deliberately.ipynb: cell 2: ValueError: deliberate failure" in text.err
     seen = json.loads((out / "smoke" / "results" / "seen.json").read_text())
