@@ -33,7 +33,7 @@ from mvd_lib.evaluate import clip_batches, model_device
 from mvd_lib.losses import (image_pixel_targets_inverse, patchify_images, patchify_videos, unpatchify_images,
                             unpatchify_videos, video_pixel_targets_inverse)
 from mvd_lib.mae import MAEPretrain
-from mvd_lib.masking import random_mask, tube_mask
+from mvd_lib.masking import mask_to_pixels, random_mask, tube_mask
 from mvd_lib.probe import encoder_tokens, token_grid
 from mvd_lib.rng import generator as make_generator
 from mvd_lib.student import PIXEL_BRANCH, MVDStudent
@@ -196,16 +196,6 @@ def cross_frame_similarity(model: nn.Module, clips: Any, source: FeatureSource =
 
 
 # ================================================================================ 2. masked reconstructions
-def pixel_mask(mask: torch.Tensor, grid: tuple[int, ...], patch: int, tubelet: int = 1) -> torch.Tensor:
-    """Token mask -> pixel mask. mask: [B, N] on a (T', H', W') grid -> [B, 1, T, H, W] (or [B, 1, H, W] for an
-    (H', W') image grid), True where the pixel belongs to a masked token."""
-    B = mask.shape[0]
-    m = mask.reshape(B, 1, *grid)
-    if len(grid) == 3:
-        m = m.repeat_interleave(tubelet, dim=2)
-    return m.repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
-
-
 def masked_input(x: torch.Tensor, mask: torch.Tensor, patch: int, tubelet: int | None = None,
                  grey: float = 0.5) -> torch.Tensor:
     """What the encoder is shown: masked patches painted grey. x: [B, C, T, H, W] (give `tubelet`) or images
@@ -215,7 +205,7 @@ def masked_input(x: torch.Tensor, mask: torch.Tensor, patch: int, tubelet: int |
         if tubelet is None:
             raise ValueError("a video needs its tubelet size")
         grid = (x.shape[2] // tubelet, *grid)
-    pix = pixel_mask(mask.to(x.device), grid, patch, tubelet or 1)
+    pix = mask_to_pixels(mask.to(x.device), grid, tubelet or 1, patch).unsqueeze(1)  # [B, 1, (T,) H, W]
     fill = T.normalize(torch.full((x.shape[1],), grey, dtype=x.dtype, device=x.device))
     fill = fill.reshape(1, -1, *([1] * (x.dim() - 2)))
     return torch.where(pix, fill, x)

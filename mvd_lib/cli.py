@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from mvd_lib.config import ARCHITECTURES, VERBS, masked_count
+from mvd_lib.config import VERBS
 from mvd_lib.errors import UserError
 
 RUN_HELP = {
@@ -45,37 +45,19 @@ RUN_HELP = {
     "extract": "frozen features of a chosen layer for every clip of the splits, written as .npy files",
 }
 
-# The paper's model sizes and per-view GFLOPs (Tables 3-5), printed beside ours.
-PAPER_SIZES = {"vit_small": (22, 57), "vit_base": (87, 180), "vit_large": (305, 597), "vit_huge": (633, 1192)}
-
-
-def encoder_params(cfg) -> int:
-    """Trainable parameters of the finetuning encoder without its head (built on the meta device: no memory)."""
-    import torch
-
-    from mvd_lib.classifier import VideoClassifier
-
-    with torch.device("meta"):
-        model = VideoClassifier(cfg, num_classes=1, seed=None)
-    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head."))
-
-
 def models_table(mask_ratio: float = 0.9) -> str:
-    """The architecture table as text."""
-    from mvd_lib.flops import encoder_macs
+    """The architecture table (flops.model_sizes) as text."""
+    from mvd_lib.flops import model_sizes
 
     header = (f"{'arch':<10} {'width':>5} {'depth':>5} {'heads':>5} {'params(M)':>9} {'paper':>6} "
               f"{'clip':>10} {'tokens':>6} {'visible':>7} {'GFLOPs':>8} {'paper':>6}")
     lines = [header, "-" * len(header)]
-    for name, cfg in ARCHITECTURES.items():
-        visible = cfg.num_tokens - masked_count(cfg.grid, mask_ratio)
-        gflops = encoder_macs(cfg) / 1e9
-        p_params, p_flops = PAPER_SIZES.get(name, ("-", "-"))
+    for m in model_sizes(mask_ratio):
+        t, h, w = m.clip
         lines.append(
-            f"{name:<10} {cfg.width:>5} {cfg.depth:>5} {cfg.heads:>5} {encoder_params(cfg) / 1e6:>9.2f} {p_params!s:>6} "
-            f"{f'{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}':>10} {cfg.num_tokens:>6} {visible:>7} "
-            f"{gflops:>8.2f} {p_flops!s:>6}"
-        )
+            f"{m.arch:<10} {m.width:>5} {m.depth:>5} {m.heads:>5} {m.params / 1e6:>9.2f} "
+            f"{m.paper_params_m if m.paper_params_m is not None else '-'!s:>6} {f'{t}x{h}x{w}':>10} {m.tokens:>6} "
+            f"{m.visible:>7} {m.gflops:>8.2f} {m.paper_gflops if m.paper_gflops is not None else '-'!s:>6}")
     lines.append(f"params: finetuning encoder without head. visible: tube mask ratio {mask_ratio}. GFLOPs: one "
                  "forward pass of the finetuning encoder per clip, counted as multiply-adds as in the paper "
                  "(fvcore convention); 'paper': MVD Tables 3-5.")

@@ -317,3 +317,41 @@ def curves_figure(curves: "Curves", smooth: int = 1, title: str | None = None, s
     if title:
         fig.suptitle(title, fontsize=10)
     return _finish(fig, save, "curves", figures_dir)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# notebook views: masked clips (what the encoder sees) and rows of embedded GIFs
+# ----------------------------------------------------------------------------------------------------------
+def masked_frames(video: np.ndarray | torch.Tensor, mask: torch.Tensor, grid: tuple[int, int, int],
+                  tubelet_size: int, patch_size: int, fill: tuple[int, int, int] = (128, 128, 128),
+                  normalized: bool = True) -> np.ndarray:
+    """One clip with its masked tubelets painted `fill`: uint8 `[T, H, W, 3]`.
+
+    video: one clip (layouts as in `to_uint8_frames`); mask: `[N]` or `[1, N]` bool, True = masked, on the
+    (T', H', W') token `grid` (`masking.mask_to_pixels` expands it to pixels)."""
+    from mvd_lib.masking import mask_to_pixels
+
+    frames = to_uint8_frames(video, normalized).copy()
+    pixels = mask_to_pixels(mask.reshape(1, -1).cpu(), grid, tubelet_size, patch_size)[0].numpy()  # [T, H, W]
+    if pixels.shape != frames.shape[:3]:
+        raise ValueError(f"mask covers {pixels.shape} pixels (T, H, W) but the clip is {frames.shape[:3]}")
+    frames[pixels] = np.asarray(fill, dtype=np.uint8)
+    return frames
+
+
+def gif_row_html(paths: Sequence[str | Path], captions: Sequence[str] | None = None, width: int = 128) -> str:
+    """HTML showing GIF files side by side, each embedded as a data URL (renders without a kernel or the files),
+    with a caption under each. Display it with `IPython.display.HTML`."""
+    import base64
+    import html
+
+    captions = list(captions) if captions is not None else [Path(p).stem for p in paths]
+    if len(captions) != len(paths):
+        raise ValueError(f"{len(captions)} captions for {len(paths)} GIFs")
+    cells = []
+    for path, caption in zip(paths, captions):
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        cells.append(f'<figure style="display:inline-block;margin:4px;text-align:center">'
+                     f'<img src="data:image/gif;base64,{data}" width="{width}" style="image-rendering:pixelated"/>'
+                     f'<figcaption style="font-size:small">{html.escape(caption)}</figcaption></figure>')
+    return "<div>" + "".join(cells) + "</div>"

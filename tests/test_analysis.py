@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mvd_lib import analysis as A
+from mvd_lib.masking import mask_to_pixels
 from mvd_lib.build import build_distillation, build_image_teacher, build_mae, build_video_teacher, build_videomae
 from mvd_lib.config import vit_config
 from mvd_lib.distill import teacher_targets
@@ -203,7 +204,7 @@ def test_masked_input_greys_exactly_the_masked_patches():
     mask = tube_mask(2, NANO.grid, 0.5, generator(6))
     view = A.masked_input(video, mask, 4, 2)
     grey = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
-    pix = A.pixel_mask(mask, NANO.grid, 4, 2)  # [B, 1, T, H, W]
+    pix = mask_to_pixels(mask, NANO.grid, 2, 4).unsqueeze(1)  # [B, 1, T, H, W]
     assert int(pix.sum()) == int(mask.sum()) * 2 * 16
     assert torch.equal(view[pix.expand_as(view)], grey.reshape(1, 3, 1, 1, 1).expand_as(view)[pix.expand_as(view)])
     assert torch.equal(view[~pix.expand_as(view)], video[~pix.expand_as(view)])

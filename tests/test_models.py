@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mvd_lib.blocks import Attention, attention_impl
 from mvd_lib.build import build_distillation, build_mae, build_videomae
 from mvd_lib.classifier import VideoClassifier
-from mvd_lib.cli import encoder_params
+from mvd_lib.flops import encoder_params
 from mvd_lib.config import ViTConfig, mvd_decoder_config, vit_config
 from mvd_lib.mae import ImageViT
 from mvd_lib.masking import gather_masked, gather_visible, random_mask, tube_mask
