@@ -12,6 +12,7 @@ Verbs:
   probe            probes on frozen features
   evaluate         multi-view evaluation of a finetuned model
   extract          frozen features of every clip of the lists' splits, written as .npy
+  claims           the paper's claims C1-C8 tested with seeds; tables and verdicts in results/<profile>/
 
 Run types take `--preset NAME` (`<profile>[_<variant>]`, e.g. laptop_img) or `--profile NAME` (its default
 variant), `--profile-set key=value` (reaches every run of the chain), `--set key=value` (this run only). A run
@@ -179,6 +180,31 @@ def summary(run) -> str:
     return "\n".join(lines)
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    """Run (or load) every experiment the paper's claims need, then write the results folder and print the tables."""
+    from mvd_lib import claims
+    from mvd_lib.profiles import profile
+
+    p = profile(args.profile, args.profile_set)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    protocols = tuple(x for x in args.protocols.split(",") if x)
+    if args.rebuild:
+        tables, _ = claims.build_tables(args.out)
+        print(tables)
+        return 0
+    from mvd_lib import runner
+    from mvd_lib.samples import footage_clips
+
+    records = claims.run_experiments(p, seeds, protocols=protocols, root=args.runs, progress=not args.no_progress)
+    m = p.model
+    datasets = {"benchmark (val)": runner.clips(p, "val"),
+                **{name: footage_clips(name, m.num_frames, m.img_size) for name in ("bigbuckbunny", "bikes")}}
+    out = claims.write_results(records, args.out, datasets)
+    print((out / "tables.md").read_text())
+    print(f"results: {out}/ (tables.md, verdicts.json, scores.json, similarity.json, compute.json, runs/)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mvd_lib.demo import run_demo
 
@@ -235,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "their argparse args that way); unpickling runs code from the file, so only for trusted files")
         p.set_defaults(func=cmd_run, verb=verb)
 
+    p = sub.add_parser("claims", help="test the paper's claims C1-C8 with seeds; write the results folder")
+    p.add_argument("--profile", default="quick", help="profile (default quick; laptop for the committed results)")
+    p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated student seeds (default 0,1,2)")
+    p.add_argument("--protocols", default="linear,attentive,finetune", help="how models are scored")
+    p.add_argument("--out", default=None, help="results folder (default results/<profile>)")
+    p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
+    p.add_argument("--rebuild", action="store_true", help="only rebuild the tables from the results folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_claims)
+
     p = sub.add_parser("demo", help="short end-to-end run on CPU")
     p.add_argument("--profile", default="smoke", help="profile (default smoke)")
     p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
@@ -252,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name.replace('_', '-')} must be >= {0 if name == 'probe_every' else 1}, got {value}",
                   file=sys.stderr)
             return 2
+    if getattr(args, "func", None) is cmd_claims and args.out is None:
+        args.out = f"results/{args.profile}"
     try:
         return args.func(args)
     except UserError as err:

@@ -153,12 +153,13 @@ class DistillObjective(_ObjectiveBase):
         cfg = self.model.cfg
         if self.cfg.mode == "token":
             s = encoder_macs(cfg) + sum(2 * cfg.num_tokens * cfg.width * 4 * cfg.width for _ in self.teachers)
-            return 2 * 3 * s + 2 * self._teacher_macs()
+            return 2 * 3 * s + 2 * self.teacher_macs()
         vis = cfg.num_tokens - masked_count(cfg.grid, self.cfg.mask_ratio, self.cfg.mask_type)
         s = student_macs(cfg, self.model.decoder_cfg, vis, self.model.out_dims)
-        return 2 * 3 * s + (0 if self.cached is not None else 2 * self._teacher_macs())
+        return 2 * 3 * s + (0 if self.cached is not None else 2 * self.teacher_macs())
 
-    def _teacher_macs(self) -> float:
+    def teacher_macs(self) -> float:
+        """Forward MACs of every teacher on one clip (paid per step, or once per clip when targets are cached)."""
         total = 0.0
         for name, t in self.teachers.items():
             tc = t.model.cfg

@@ -326,6 +326,8 @@ class Distill(RunType):
                                                       dtype=dtype, fill=False, progress=False)
         metrics = train(self.verb, cfg, folder, prepared, data, options)
         metrics["targets_cached"] = prepared.objective.cached is not None
+        # cached targets cost the teachers' forward pass once per clip; otherwise train_flops counts it per step
+        metrics["target_flops"] = 2 * prepared.objective.teacher_macs() * len(data) if metrics["targets_cached"] else 0
         metrics["teacher_dims"] = prepared.model.out_dims if hasattr(prepared.model, "out_dims") else {}
         return metrics
 

