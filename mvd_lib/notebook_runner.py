@@ -7,8 +7,8 @@
     python -m mvd_lib.notebook_runner --check              # report hygiene problems, exit 1 if any
 
 Profiles (`PROFILES`) name how much work a notebook does, from `smoke` (seconds; the committed default that CI
-runs through nbval) through `quick` (the default here) and `laptop` (full laptop-scale runs) to `paper` (the
-paper's geometry and sizes, for GPUs). Each notebook maps the profile to its own settings with
+runs through nbval) through `quick` (the default here) and `laptop` (full laptop-scale runs) to `gpu` (bigger
+clips and models, longer budgets, for one GPU); they are the benchmark profiles of profiles.py. Each notebook maps the profile to its own settings with
 `profile_settings`, in the cell after its `parameters` cell.
 
 Every notebook runs with notebooks/ as its working directory, in a kernel that imports the same mvd_lib as this
@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 OUTPUT_DIR = REPO_ROOT / "outputs" / "notebooks"
-PROFILES: tuple[str, ...] = ("smoke", "quick", "laptop", "paper")
+PROFILES: tuple[str, ...] = ("smoke", "quick", "laptop", "gpu")  # the benchmark profiles of profiles.py
 DEFAULT_PROFILE = "quick"
 KERNEL = "python3"
 NAME_PATTERN = re.compile(r"^\d\d_[a-z0-9]+(_[a-z0-9]+)+\.ipynb$")  # NN_verb_object.ipynb

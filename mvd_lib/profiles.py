@@ -7,6 +7,7 @@ type (epochs, batch, lr), the seed and the device:
     smoke                 seconds on a CPU: the tests and CI (its accuracies mean nothing)
     quick                 both teachers, the three Table 1 students and Figure 3 in minutes on 2 cores
     laptop                every table with several seeds on 2 cores (its teachers are shipped in artifacts/)
+    gpu                   the benchmark with bigger clips and models and longer budgets, for one GPU
     paper_vit_{s,b,l,h}   the reference recipes (mvd_reference.md sections 5-6) on K400 / SSv2 lists, GPUs
 
 A profile-level override (`profile("laptop", ["seed=1", "data.num_clips=500"])`, or `--profile-set` on the
@@ -123,6 +124,20 @@ def _quick() -> Profile:
         finetune_optim=dataclasses.replace(p.finetune_optim, epochs=10, warmup_epochs=2))
 
 
+def _gpu() -> Profile:
+    """The laptop benchmark scaled for one GPU: 16x64x64 clips (2x8x8 tubelets keep the 8x8x8 grid), ViT-Tiny
+    students and teachers, four times the data and longer budgets."""
+    p = _laptop("gpu", scale=4.0)
+    model = ModelSpec(arch="vit_tiny", num_frames=16, img_size=64, patch_size=8, tubelet_size=2)
+    synthetic = dataclasses.replace(p.data.synthetic, height=64, width=64)
+    return dataclasses.replace(
+        p, model=model, teacher_arch="vit_tiny", data=dataclasses.replace(p.data, synthetic=synthetic),
+        image_optim=dataclasses.replace(p.image_optim, epochs=40, warmup_epochs=4),
+        video_optim=dataclasses.replace(p.video_optim, epochs=100, warmup_epochs=10, batch_size=128),
+        distill_optim=dataclasses.replace(p.distill_optim, epochs=60, warmup_epochs=6, batch_size=128),
+        finetune_optim=dataclasses.replace(p.finetune_optim, epochs=50))
+
+
 # Paper recipes (reference scripts). Pretraining: AdamW (0.9, 0.95), wd 0.05, base lr 1.5e-4 x batch/256, warmup
 # 40 epochs, min lr 1e-4 for S/B/L (1e-5 for H); total batch 1024 (S, B) / 512 (L, H); drop path 0.1 (0.2 for H);
 # 400 epochs (the released scripts pass --epochs 401 for their 400-epoch models and 801 for 800; we keep the
@@ -164,7 +179,7 @@ def _paper(size: str) -> Profile:
         image_teacher="file:mae_pretrain.pth", video_teacher="file:videomae_pretrain.pth")
 
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (_smoke(), _quick(), _laptop(), *map(_paper, _PAPER_SIZES))}
+PROFILES: dict[str, Profile] = {p.name: p for p in (_smoke(), _quick(), _laptop(), _gpu(), *map(_paper, _PAPER_SIZES))}
 
 
 def profile(name: str | Profile, overrides: Sequence[str] | dict[str, Any] | None = None, **settings: Any) -> Profile:
