@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from mvd_lib import notebook_runner as R
 
 NOTEBOOKS = R.list_notebooks()
-GOOD_PARAMETERS = 'PROFILE: str = "smoke"  # smoke | quick | laptop | paper\nSEED: int = 0  # the seed\n'
+GOOD_PARAMETERS = 'PROFILE: str = "smoke"  # smoke | quick | laptop | gpu\nSEED: int = 0  # the seed\n'
 
 
 def test_the_notebooks_are_there():
@@ -41,7 +41,7 @@ def test_parameters_are_documented_for_papermill(path):
 
     params = pm.inspect_notebook(str(path))
     assert "PROFILE" in params and params["PROFILE"]["default"] == '"smoke"'  # the cheap profile CI runs
-    assert "smoke" in params["PROFILE"]["help"] and "paper" in params["PROFILE"]["help"]
+    assert "smoke" in params["PROFILE"]["help"] and "gpu" in params["PROFILE"]["help"]
     for name, info in params.items():
         assert info["help"].strip(), f"{path.name}: parameter {name} has no help text"
         assert info["inferred_type_name"] in ("str", "int", "float", "bool"), (name, info)
@@ -185,8 +185,8 @@ def test_profile_settings_picks_and_refuses():
     assert R.profile_settings("laptop", **table) == {"n": R.PROFILES.index("laptop")}
     with pytest.raises(ValueError, match="PROFILE must be one of"):
         R.profile_settings("huge", **table)
-    with pytest.raises(ValueError, match="missing \\['paper'\\]"):
-        R.profile_settings("smoke", **{p: v for p, v in table.items() if p != "paper"})
+    with pytest.raises(ValueError, match="missing \\['gpu'\\]"):
+        R.profile_settings("smoke", **{p: v for p, v in table.items() if p != "gpu"})
     with pytest.raises(ValueError, match="same keys"):
         R.profile_settings("smoke", **{**table, "quick": {"m": 1}})
 
