@@ -267,3 +267,31 @@ def test_records_follow_the_users_umask(tmp_path):
         os.umask(old)
     for name in ("config.json", "metrics.json", "command.txt", "model.pth"):
         assert (run.folder / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_finetune_killed_during_its_evaluation_resumes_straight_to_it(tmp_path, monkeypatch):
+    """The evaluation runs after model.pth is written and before the resumable state is deleted: a run stopped
+    there is finished on the next call without a single training step."""
+    from mvd_lib import runtypes
+
+    calls = []
+
+    def dying_evaluate(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt  # the process is stopped during the test evaluation
+
+    real = runtypes.evaluate
+    monkeypatch.setattr(runtypes, "evaluate", dying_evaluate)
+    kw = dict(init="random", root=tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("finetune", "smoke", **kw)
+    (folder,) = (tmp_path / "finetune").iterdir()
+    assert (folder / "model.pth").exists() and (folder / "checkpoint-last.pth").exists()
+    assert not (folder / "metrics.json").exists() and calls == [1]
+    monkeypatch.setattr(runtypes, "evaluate", real)
+    trained = []
+    monkeypatch.setattr(runtypes.Trainer, "_optimizer_step",
+                        lambda self, batches: trained.append(1) or pytest.fail("trained again"))
+    run = runner.run("finetune", "smoke", **kw)
+    assert run.finished and trained == [] and "test" in run.metrics
+    assert not (folder / "checkpoint-last.pth").exists()
