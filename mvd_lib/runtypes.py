@@ -105,6 +105,10 @@ def _decoder_overrides(cfg: Any) -> dict[str, int]:
                               ("heads", cfg.decoder_heads)) if v}
 
 
+def _trust(options: RunOptions | None) -> bool:
+    return options.trust_checkpoints if options is not None else False
+
+
 def _load(model: nn.Module, path: Path, **kw: Any) -> nn.Module:
     load_checkpoint(model, path, **kw)
     return model
@@ -299,7 +303,7 @@ class Distill(RunType):
         return build.build_student(vit, teacher_dims, pixel=cfg.pixel, seed=seed, **_decoder_overrides(cfg))
 
     def prepare(self, cfg, deps, device, options=None, cached=None) -> Prepared:
-        trust = options.trust_checkpoints if options else False
+        trust = _trust(options)
         teachers = {b: t for b, t in (("img", load_teacher("img", deps["image_teacher"], cfg, trust)),
                                       ("vid", load_teacher("vid", deps["video_teacher"], cfg, trust))) if t is not None}
         dims = {"ema": cfg.student.vit().width} if cfg.ema else {b: t.out_dim for b, t in teachers.items()}
@@ -355,8 +359,7 @@ class Finetune(RunType):
         model = build.build_classifier(cfg.model.vit(), cfg.num_classes or num_classes_of(cfg.data),
                                        fc_drop=cfg.fc_drop, seed=cfg.seed, pos_embed=self.pos_embed(dep))
         if dep.kind != "random":
-            trust = options.trust_checkpoints if options else False
-            load_checkpoint(model, dep.run.model_path if dep.kind == "run" else dep.path, trust_pickle=trust)
+            load_checkpoint(model, dep.run.model_path if dep.kind == "run" else dep.path, trust_pickle=_trust(options))
         return Prepared(model, FinetuneObjective(model, cfg))
 
     def execute(self, cfg, folder, deps, options) -> dict:
@@ -401,12 +404,15 @@ def frozen_encoder(cfg: Any, dep: Dependency, trust: bool = False) -> nn.Module:
     return model
 
 
-class Probe(RunType):
-    verb = "probe"
+class FrozenFeatures(RunType):
+    """Run types that read a frozen encoder's features (probe, extract)."""
 
     def prepare(self, cfg, deps, device, options=None) -> Prepared:
-        trust = options.trust_checkpoints if options else False
-        return Prepared(frozen_encoder(cfg, deps["encoder"], trust).to(device).eval())
+        return Prepared(frozen_encoder(cfg, deps["encoder"], _trust(options)).to(device).eval())
+
+
+class Probe(FrozenFeatures):
+    verb = "probe"
 
     def execute(self, cfg: ProbeConfig, folder, deps, options) -> dict:
         device, dtype = device_and_dtype(cfg)
@@ -455,7 +461,7 @@ class Evaluate(RunType):
                                        pos_embed=pos)
         if dep.kind != "random":  # random weights: what `bench` times
             path = dep.run.model_path if dep.kind == "run" else dep.path
-            report = load_checkpoint(model, path, trust_pickle=options.trust_checkpoints if options else False)
+            report = load_checkpoint(model, path, trust_pickle=_trust(options))
             if report.missing_allowed:
                 raise ConfigError(f"{path} is not a finetuned classifier: {sorted(report.missing_allowed)} are missing")
         return Prepared(model.to(device).eval())
@@ -470,12 +476,8 @@ class Evaluate(RunType):
         return out
 
 
-class Extract(RunType):
+class Extract(FrozenFeatures):
     verb = "extract"
-
-    def prepare(self, cfg, deps, device, options=None) -> Prepared:
-        trust = options.trust_checkpoints if options else False
-        return Prepared(frozen_encoder(cfg, deps["encoder"], trust).to(device).eval())
 
     def execute(self, cfg: ExtractConfig, folder, deps, options) -> dict:
         from mvd_lib.datasets import list_files

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toys import ToyData
 
 import mvd_lib  # noqa: F401
 from mvd_lib import atomic
@@ -59,16 +60,6 @@ class ToyObjective:
 
     def load_extra_state(self, state):
         self.steps = state["steps"]
-
-
-class ToyData(torch.utils.data.Dataset):
-    def __len__(self):
-        return 32
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        x = torch.randn(4, generator=g)
-        return {"x": x, "y": x.sum(), "index": i}
 
 
 def one_line(err: BaseException) -> str:

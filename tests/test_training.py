@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from toys import ToyData
 
 from mvd_lib import runner
 from mvd_lib.checkpoint import read_checkpoint
@@ -212,20 +213,10 @@ class _ToyObjective:
         return loss, {"mse": loss.detach()}
 
 
-class _ToyData(torch.utils.data.Dataset):
-    def __len__(self):
-        return 32
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        x = torch.randn(4, generator=g)
-        return {"x": x, "y": x.sum(), "index": i}
-
-
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     objective = _ToyObjective(nan_at=5)
     optim = OptimConfig(epochs=4, warmup_epochs=0, batch_size=8, lr=0.01, scale_lr=False)
-    trainer = Trainer(objective, _ToyData(), optim, tmp_path, checkpoint_every=2, progress=False)
+    trainer = Trainer(objective, ToyData(), optim, tmp_path, checkpoint_every=2, progress=False)
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 5"):
         trainer.fit()
     state = read_checkpoint(tmp_path / "checkpoint-last.pth")["train_state"]
@@ -384,6 +375,6 @@ def test_training_leaves_the_callers_random_stream_alone(tmp_path):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    Trainer(objective, _ToyData(), OptimConfig(epochs=1, warmup_epochs=0, batch_size=8, lr=0.01), tmp_path,
+    Trainer(objective, ToyData(), OptimConfig(epochs=1, warmup_epochs=0, batch_size=8, lr=0.01), tmp_path,
             progress=False).fit()
     assert torch.equal(torch.rand(3), expected)
