@@ -24,7 +24,7 @@ import hashlib
 import os
 import platform
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,7 +58,6 @@ class Plan:
     hash: str = ""
     folder: Path = Path()
     command: str = ""
-    children: list["Plan"] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         return f"run:{self.verb}:{self.hash}"
@@ -136,7 +135,6 @@ def plan(verb: str, cfg: Any, p: Profile | None = None, options: RunOptions | No
             child = plan(ref.verb, child_cfg, p, options, given, _depth + 1)
             child.command = command_line(ref.verb, child_cfg.name, ref.overrides, p.overrides)
             node.deps[name] = child
-            node.children.append(child)
         elif ref.kind == "hash":
             node.deps[name] = _finished_run_dependency(ref.verb, ref.name, value, options, given)
         elif ref.kind == "file":
