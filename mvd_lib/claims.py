@@ -817,3 +817,36 @@ def paper_section(heading: str, path: str | Path = PAPER_RESULTS) -> str:
             end = starts[k + 1] if k + 1 < len(starts) else len(lines)
             return "\n".join(lines[i:end]).rstrip() + "\n"
     raise KeyError(f"{path} has no section '## {heading}...'; its sections: {[lines[i][3:] for i in starts]}")
+
+
+def table_beside_paper(rows: list[dict[str, Any]], table: str, arms: Sequence[str] | None = None,
+                       protocols: Sequence[str] = PROTOCOLS):
+    """A paper table with ours beside it: `arm_table` (mean ± std over seeds) of `arms` (default: the arms of
+    the claim the table shows, then the controls) with columns "<protocol> <task>", joined with the paper's
+    "paper K400" and "paper SSv2" top-1 (NaN where the paper has none)."""
+    import pandas as pd
+
+    if table not in PAPER:
+        raise KeyError(f"no paper numbers for {table!r}; have {list(PAPER)}")
+    if arms is None:
+        claim = CLAIMS[TABLE_OF[table]]
+        arms = [*claim.arms, *[c for c in CONTROLS if c not in claim.arms]]
+    ours = arm_table(rows, arms, protocols)
+    ours.columns = [f"{protocol} {task}" for protocol, task in ours.columns]
+    paper = pd.DataFrame.from_dict(PAPER[table], orient="index", columns=["paper K400", "paper SSv2"], dtype=float)
+    return ours.join(paper)
+
+
+def results_match(records: Records, dest: str | Path) -> bool:
+    """True when `dest` holds results `write_results` wrote for exactly these records: the same profile, seeds and
+    runs (verb and folder) per arm and seed, with its tables and verdicts saved. A second call of the pipeline can
+    then skip `write_results`, whose Figure 3 similarities need every model again."""
+    dest = Path(dest)
+    if not all((dest / name).exists() for name in ("experiment.json", "scores.json", "tables.md", "verdicts.json")):
+        return False
+    info = json.loads((dest / "experiment.json").read_text())
+    ours = [{"arm": arm, "seed": seed, **{key: (f"{run.verb}/{run.folder.name}" if run is not None else None)
+                                          for key, run in entry.items()}}
+            for (arm, seed), entry in records.runs.items()]
+    return (info.get("profile") == records.profile and info.get("seeds") == list(records.seeds)
+            and _canonical(info.get("runs", [])) == _canonical(ours))

@@ -158,3 +158,35 @@ def test_rebuild_differences_with_one_seed(tmp_path):
     assert "verdicts.json differs from its rebuild" in problem and "<end>" in problem
     (dest / "verdicts.json").unlink()
     assert claims.rebuild_differences(dest) == [f"{dest / 'verdicts.json'} is missing"]
+
+
+def test_table_beside_paper():
+    rows = rows_for(C2_HOLDS) + rows_for({("random init", "motion"): [10.0, 12.0, 11.0]}, "finetune")
+    table = claims.table_beside_paper(rows, "Table 1")
+    assert list(table.index) == ["image-teacher student", "video-teacher student", "co-teaching student",
+                                 "random init", "random-teacher student"]  # the claim's arms, then the controls
+    assert table.loc["image-teacher student", "linear appearance"] == "61.0 ± 1.0 (n=3)"
+    assert table.loc["random init", "finetune motion"] == "11.0 ± 1.0 (n=3)"
+    assert table.loc["random init", "linear motion"] == ""  # no scores: an empty cell
+    assert table.loc["co-teaching student", "paper SSv2"] == 70.7 and np.isnan(table.loc["random init", "paper K400"])
+    assert list(claims.table_beside_paper(rows, "Table 7", ["image teacher + pixels"]).loc[
+        "image teacher + pixels", ["paper K400", "paper SSv2"]].fillna(-1)) == [-1, 67.9]  # Table 7: SSv2 only
+    with pytest.raises(KeyError, match="no paper numbers for 'Table 6'"):
+        claims.table_beside_paper(rows, "Table 6")
+
+
+def test_results_match(tmp_path):
+    from mvd_lib import runner
+
+    probes = [runner.run("probe", "smoke", encoder="random", seed=s, root=tmp_path / "runs", progress=False)
+              for s in (0, 1)]
+    records = claims.Records("smoke", (0,), {("random init", 0): {"model": None, "probe": probes[0]}})
+    dest = tmp_path / "results"
+    assert not claims.results_match(records, dest)  # nothing written yet
+    claims.write_results(records, dest)
+    assert claims.results_match(records, dest)
+    other = claims.Records("smoke", (0,), {("random init", 0): {"model": None, "probe": probes[1]}})
+    assert not claims.results_match(other, dest)  # another run behind the same arm
+    assert not claims.results_match(claims.Records("smoke", (0, 1), records.runs), dest)  # other seeds
+    (dest / "tables.md").unlink()
+    assert not claims.results_match(records, dest)  # incomplete results are written again
