@@ -283,25 +283,13 @@ def combine(verdicts: Iterable[str]) -> str:
 
 def judge(rows: list[dict[str, Any]], claims: Iterable[str] = tuple(CLAIMS),
           protocols: Sequence[str] = PROTOCOLS) -> dict[str, dict[str, Any]]:
-    """{claim: {protocol: {"verdict", "outcomes": [Outcome.to_dict()]}}} from score rows."""
-    def values(arm: str, protocol: str, task: str) -> list[float]:
-        return [r["top1"] for r in sorted(rows, key=lambda r: r["seed"])
-                if r["arm"] == arm and r["protocol"] == protocol and r["task"] == task]
-
+    """{claim: {protocol: {"verdict", "outcomes": [Outcome.to_dict()]}}} from score rows (`compare_arms` on each
+    claim's comparisons)."""
     out: dict[str, dict[str, Any]] = {}
     for cid in claims:
-        claim = CLAIMS[cid]
-        for protocol in protocols:
-            outcomes = []
-            for c in claim.comparisons:
-                a, b = values(c.better, protocol, c.task), values(c.worse, protocol, c.task)
-                if not a or not b:
-                    continue
-                p, q, verdict = compare(a, b, c.kind)
-                outcomes.append(Outcome(c, protocol, a, b, p, q, verdict))
-            if outcomes:
-                out.setdefault(cid, {})[protocol] = {"verdict": combine(o.verdict for o in outcomes),
-                                                     "outcomes": [o.to_dict() for o in outcomes]}
+        by_protocol = compare_arms(rows, CLAIMS[cid].comparisons, protocols)
+        if by_protocol:
+            out[cid] = by_protocol
     return out
 
 

@@ -192,14 +192,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
         tables, _ = claims.build_tables(args.out)
         print(tables)
         return 0
-    from mvd_lib import runner
-    from mvd_lib.samples import footage_clips
-
     records = claims.run_experiments(p, seeds, protocols=protocols, root=args.runs, progress=not args.no_progress)
-    m = p.model
-    datasets = {"benchmark (val)": runner.clips(p, "val"),
-                **{name: footage_clips(name, m.num_frames, m.img_size) for name in ("bigbuckbunny", "bikes")}}
-    out = claims.write_results(records, args.out, datasets)
+    out = claims.write_results(records, args.out, claims.similarity_datasets(p))
     print((out / "tables.md").read_text())
     print(f"results: {out}/ (tables.md, verdicts.json, scores.json, similarity.json, compute.json, runs/)")
     return 0
