@@ -1,5 +1,6 @@
-"""Library pieces the teacher notebooks (03, 04) show: shorter budgets of one recipe (analysis.shorter_budgets) and
-still-image grids and MAE reconstructions of several stills (viz.image_grid, viz.image_reconstruction_figure)."""
+"""Library pieces the teacher notebooks (03, 04) show: shorter budgets of one recipe (analysis.shorter_budgets), probe
+runs as table rows (analysis.probe_rows), still-image grids and MAE reconstructions of several stills side by side
+(viz.image_grid, viz.image_reconstruction_figure)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,7 +12,7 @@ import torch  # noqa: E402
 from mvd_lib import viz  # noqa: E402
 from mvd_lib import synthetic as S  # noqa: E402
 from mvd_lib import transforms as T  # noqa: E402
-from mvd_lib.analysis import reconstructions, shorter_budgets  # noqa: E402
+from mvd_lib.analysis import probe_rows, reconstructions, shorter_budgets  # noqa: E402
 from mvd_lib.build import build_mae  # noqa: E402
 from mvd_lib.config import vit_config  # noqa: E402
 
@@ -112,3 +113,36 @@ def test_image_reconstruction_figure_shows_several_stills(tmp_path):
         viz.image_reconstruction_figure(video, views)
     with pytest.raises(ValueError, match="does not belong"):
         viz.image_reconstruction_figure(IMAGES[:3], views)
+
+
+# ---------------------------------------------------------------------------------------------- probe rows
+def _result(top1: float, classes: int, n: int = 40) -> dict:
+    return {"top1": top1, "chance": 100 / classes, "num_test": n, "protocol": "linear"}
+
+
+def test_probe_rows_flatten_probe_metrics_in_order():
+    teacher = {"probe": {"linear": {"appearance": {"mean": _result(50.0, 16), "time": _result(62.5, 16)},
+                                    "motion": {"mean": _result(10.0, 10), "time": _result(30.0, 10)}},
+                         "attentive": {"motion": {"tokens": _result(45.0, 10)}}}}
+    floor = {"probe": {"linear": {"motion": {"time": _result(12.5, 10, 16)}}}}
+    rows = probe_rows({"teacher": teacher, "random init": floor})
+    assert [(r["encoder"], r["protocol"], r["task"], r["pooling"]) for r in rows] == [
+        ("teacher", "linear", "appearance", "mean"), ("teacher", "linear", "appearance", "time"),
+        ("teacher", "linear", "motion", "mean"), ("teacher", "linear", "motion", "time"),
+        ("teacher", "attentive", "motion", "tokens"), ("random init", "linear", "motion", "time")]
+    assert [r["top1"] for r in rows] == [50.0, 62.5, 10.0, 30.0, 45.0, 12.5]
+    assert rows[0]["chance"] == 6.25 and rows[-1]["chance"] == 10.0 and rows[-1]["num_test"] == 16
+    assert all(r["run"] == "" for r in rows)
+    with pytest.raises(KeyError, match="random init: no probe results"):
+        probe_rows({"random init": {"loss_curve": [1.0]}})
+
+
+def test_probe_rows_read_a_probe_run(tmp_path):
+    from mvd_lib import runner
+
+    p = runner.profile("smoke")
+    probe = runner.run("probe", p, encoder="random", root=tmp_path, progress=False)
+    rows = probe_rows({"random init": probe})
+    metrics = probe.metrics["probe"]["linear"]
+    assert len(rows) == 4 and {r["run"] for r in rows} == {probe.hash}
+    assert [r["top1"] for r in rows] == [metrics[t][q]["top1"] for t in ("appearance", "motion") for q in ("mean", "time")]
