@@ -11,6 +11,8 @@ their figures are drawn by the companions in viz.py.
 4. Attention rollout (Abnar & Zuidema 2020) and mean attention distance per layer and head, split into a
    spatial and a temporal part.
 5. Curves of a run record (metrics.json): loss, loss parts, learning rate and probe accuracies per step.
+6. Shorter budgets of one recipe (run overrides), to show a model at several points of learning.
+7. Probe runs' results as table rows (encoder, protocol, task, pooling).
 
 Conventions: masks are `[B, N]` with True = masked; tokens are in (t, h, w) row-major order; nothing here
 draws from the global RNG (mask sampling takes a seed or a `torch.Generator`). Models run in eval mode without
@@ -568,3 +570,45 @@ class Curves:
         if not self.steps_per_epoch:
             raise ValueError("these curves have no steps_per_epoch")
         return self.step / self.steps_per_epoch
+
+
+# ================================================================================ 6. budgets of one recipe
+def shorter_budgets(epochs: int, warmup_epochs: int, fractions: Sequence[float] = (0.25,)) -> list[dict[str, int]]:
+    """Run overrides for shorter budgets of one training recipe, to show a model at several points of learning
+    with finished (train-or-load) runs: one {"optim.warmup_epochs": w, "optim.epochs": e} per fraction f in
+    (0, 1], with e = max(1, floor(f * epochs)) and w = floor(warmup_epochs * e / epochs), so the warmup keeps its
+    share of the budget and the cosine still ends at the recipe's min lr. Each is a complete run of its own
+    budget, not a snapshot of the full run. Budgets equal to the full one or to another are dropped; the list
+    is in ascending order of epochs."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if not 0 <= warmup_epochs <= epochs:
+        raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad:
+        raise ValueError(f"budget fractions must lie in (0, 1], got {bad}")
+    budgets = sorted({max(1, int(f * epochs)) for f in fractions} - {epochs})
+    # the warmup first: overrides apply in order, and a warmup longer than the epochs is refused
+    return [{"optim.warmup_epochs": warmup_epochs * e // epochs, "optim.epochs": e} for e in budgets]
+
+
+# ================================================================================ 7. probe results as rows
+def probe_rows(probes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The results of probe runs as table rows, one per (encoder, protocol, task, pooling), in the order given.
+
+    probes: {encoder name: a finished probe `Run` or its metrics dict}. Row: {"encoder", "protocol", "task",
+    "pooling" ("mean", "time"; "tokens" for the attentive probe), "top1" and "chance" (percent), "num_test",
+    "run" (the probe run's hash; "" for a metrics dict)}."""
+    rows = []
+    for name, probe in probes.items():
+        metrics = probe if isinstance(probe, Mapping) else probe.metrics
+        if "probe" not in metrics:
+            raise KeyError(f"{name}: no probe results (keys {sorted(metrics)}); give a finished probe run")
+        digest = "" if isinstance(probe, Mapping) else probe.hash
+        for protocol, by_task in metrics["probe"].items():
+            for task, by_pooling in by_task.items():
+                for pooling, result in by_pooling.items():
+                    rows.append({"encoder": name, "protocol": protocol, "task": task, "pooling": pooling,
+                                 "top1": float(result["top1"]), "chance": float(result["chance"]),
+                                 "num_test": int(result["num_test"]), "run": digest})
+    return rows

@@ -11,6 +11,9 @@ The figures of the analysis arrays (analysis.py) are drawn by its companions bel
 (paper Figure 3), reconstructions at several mask ratios, teacher target vs student prediction, attention
 rollout and distances, and run curves. Each returns a Figure and saves it through `save_figure` when `save`
 is True (under its default name) or a name. Heatmaps are drawn with seaborn.
+
+Still images (the image teacher's data) are drawn as grids (`image_grid`), and MAE reconstructions of
+several stills side by side (`image_reconstruction_figure`).
 """
 from __future__ import annotations
 
@@ -355,3 +358,68 @@ def gif_row_html(paths: Sequence[str | Path], captions: Sequence[str] | None = N
                      f'<img src="data:image/gif;base64,{data}" width="{width}" style="image-rendering:pixelated"/>'
                      f'<figcaption style="font-size:small">{html.escape(caption)}</figcaption></figure>')
     return "<div>" + "".join(cells) + "</div>"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# still images (the image teacher's data): grids and masked reconstructions
+# ----------------------------------------------------------------------------------------------------------
+def image_grid(rows: Sequence[np.ndarray | torch.Tensor], row_labels: Sequence[str] | None = None,
+               col_titles: Sequence[str] | None = None, title: str | None = None, normalized: bool = True,
+               image_size: float = 0.9) -> "Figure":
+    """A grid of still images: one row per entry of `rows`, each a batch of images, float `[K, C, H, W]`
+    (ImageNet-normalized unless `normalized=False`) or uint8 `[K, H, W, 3]`. Rows may differ in length (the
+    cells after a short row stay blank). `row_labels` go at the left, `col_titles` above the first row."""
+    import matplotlib.pyplot as plt
+
+    def images_of(batch: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+        if batch.ndim != 4:
+            raise ValueError(f"a row of images must be [K, C, H, W] or uint8 [K, H, W, 3], got {tuple(batch.shape)}")
+        return [to_uint8_frames(image, normalized)[0] for image in batch]
+
+    grid = [images_of(r) for r in rows]
+    if not grid or not any(grid):
+        raise ValueError("no images to show")
+    labels = list(row_labels) if row_labels is not None else [""] * len(grid)
+    if len(labels) != len(grid):
+        raise ValueError(f"{len(labels)} row labels for {len(grid)} rows")
+    cols = max(len(r) for r in grid)
+    if col_titles is not None and len(col_titles) > cols:
+        raise ValueError(f"{len(col_titles)} column titles for {cols} columns")
+    fig, axes = plt.subplots(len(grid), cols, figsize=(image_size * cols + 1.4, image_size * len(grid) + 0.5),
+                             squeeze=False)
+    for r, (images, label) in enumerate(zip(grid, labels)):
+        for c in range(cols):
+            ax = axes[r, c]
+            _bare(ax)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                ax.imshow(images[c], interpolation="nearest")
+            if r == 0 and col_titles is not None and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=7)
+        if label:
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_reconstruction_figure(images: torch.Tensor, views: "Sequence[MaskedReconstruction]", max_images: int = 8,
+                                col_titles: Sequence[str] | None = None, title: str | None = None,
+                                save: bool | str = False, figures_dir: str | Path | None = None) -> "Figure":
+    """MAE reconstructions of several stills side by side (`reconstruction_figure` shows one sample per row):
+    rows original, then masked input and reconstruction per mask ratio; columns the first `max_images` stills.
+    images: `[B, C, H, W]`; views: `analysis.reconstructions` of them. Default name "image_reconstructions"."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be [B, C, H, W], got {tuple(images.shape)}; clips go to reconstruction_figure")
+    rows, labels = [images[:max_images]], ["original"]
+    for v in views:
+        if v.reconstruction.shape != images.shape:
+            raise ValueError(f"a view of shape {tuple(v.reconstruction.shape)} does not belong to images of shape "
+                             f"{tuple(images.shape)}")
+        rows += [v.masked[:max_images], v.reconstruction[:max_images]]
+        labels += [f"masked {v.ratio:.0%}", f"reconstruction {v.ratio:.0%}"]
+    titles = None if col_titles is None else list(col_titles)[:max_images]
+    fig = image_grid(rows, labels, titles, title=title)
+    return _finish(fig, save, "image_reconstructions", figures_dir)
