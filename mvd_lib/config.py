@@ -893,11 +893,15 @@ def config_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
+HASH_EXCLUDED = ("device",)  # where a run computes, not what: a run made on a GPU is found again on a CPU
+
+
 def config_hash(cfg: Any, dependencies: dict[str, str] | None = None) -> str:
     """10 hex digits of sha256 over the canonical JSON of a run config, with each field that references another
     run (REFERENCE_FIELDS) replaced by that dependency's fingerprint: the same teacher named two ways is the same
-    run, and a changed teacher is another run."""
-    data = config_dict(cfg)
+    run, and a changed teacher is another run. `device` stays out (HASH_EXCLUDED); the record names the device
+    the run used."""
+    data = {k: v for k, v in config_dict(cfg).items() if k not in HASH_EXCLUDED}
     deps = dict(dependencies or {})
     for name in deps:
         if name in data:
