@@ -13,6 +13,7 @@ their figures are drawn by the companions in viz.py.
 5. Curves of a run record (metrics.json): loss, loss parts, learning rate and probe accuracies per step.
 6. Shorter budgets of one recipe (run overrides), to show a model at several points of learning.
 7. Probe runs' results as table rows (encoder, protocol, task, pooling).
+8. Views the notebooks need: a similarity matrix by time lag, and the frozen teachers a distill run regressed.
 
 Conventions: masks are `[B, N]` with True = masked; tokens are in (t, h, w) row-major order; nothing here
 draws from the global RNG (mask sampling takes a seed or a `torch.Generator`). Models run in eval mode without
@@ -612,3 +613,56 @@ def probe_rows(probes: Mapping[str, Any]) -> list[dict[str, Any]]:
                                  "top1": float(result["top1"]), "chance": float(result["chance"]),
                                  "num_test": int(result["num_test"]), "run": digest})
     return rows
+# ================================================================================ 8. views for the notebooks
+def similarity_by_lag(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Mean similarity at each time lag of a T' x T' matrix (a `FrameSimilarity.raw` or `.centred`):
+    out[k - 1] = mean of the k-th upper and lower off-diagonals, k = 1 .. T'-1 -> [T'-1] float64.
+    A matrix that depends only on |t - s| (Toeplitz) gives back its values at lags 1, 2, ...; features that
+    do not change across frames give ones; features that follow the motion fall with the lag."""
+    m = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
+        raise ValueError(f"need a square T' x T' matrix with T' >= 2, got shape {m.shape}")
+    t = m.shape[0]
+    return np.array([np.concatenate([np.diagonal(m, k), np.diagonal(m, -k)]).mean() for k in range(1, t)])
+
+
+def distill_teachers(run: Any, trust_checkpoints: bool = False) -> dict[str, FrozenTeacher]:
+    """The frozen teachers a distill run regressed, rebuilt as the run built them (runtypes.load_teacher):
+    {"img": ImageTeacher, "vid": VideoTeacher} for the branches it has, so that
+    `distill.teacher_targets(distill_teachers(run), video)` gives the targets its objective saw.
+
+    Teacher runs are found by their fingerprint in the runs folder holding `run` (or artifacts/); the random
+    teachers of the random-teacher control are rebuilt from their seeds; "file:" teachers are loaded from their
+    checkpoint (`trust_checkpoints` as on the command line). An EMA student has no fixed teacher: {}.
+    Raises ValueError for a run that is not a distill run, FileNotFoundError naming a teacher run not found."""
+    from pathlib import Path
+
+    from mvd_lib.profiles import parse_ref
+    from mvd_lib.runs import ARTIFACTS, Run, find_run
+    from mvd_lib.runtypes import Dependency, load_teacher
+
+    if getattr(run, "verb", None) != "distill":
+        raise ValueError(f"distill_teachers needs a distill run, got a {getattr(run, 'verb', type(run).__name__)} run")
+    cfg = run.config
+    out: dict[str, FrozenTeacher] = {}
+    for branch, name in (("img", "image_teacher"), ("vid", "video_teacher")):
+        ref = parse_ref(getattr(cfg, name))
+        if ref.kind == "none":
+            continue
+        fingerprint = run.dependencies.get(name, ref.kind)
+        if ref.kind in ("run", "hash"):
+            _, verb, digest = fingerprint.split(":")
+            roots = [Path(run.folder).parent.parent, Path(ARTIFACTS)]
+            folder = find_run(verb, digest, roots)
+            if folder is None:
+                raise FileNotFoundError(f"{name} of {run.folder}: no {verb} run with hash {digest} under "
+                                        f"{' or '.join(str(r) for r in roots)}")
+            dep = Dependency("run", fingerprint, run=Run.load(folder))
+        elif ref.kind == "file":
+            dep = Dependency("file", fingerprint, path=Path(ref.path).expanduser())
+        else:
+            dep = Dependency(ref.kind, ref.kind)
+        teacher = load_teacher(branch, dep, cfg, trust=trust_checkpoints)
+        if teacher is not None:
+            out[branch] = teacher
+    return out
