@@ -137,6 +137,8 @@ def test_default_micro_batch_is_the_largest_halving_that_fits():
     bigger = budget.estimate(cfg, "RTX 4090", gpus=2, per_gpu_batch=2 * plan.per_gpu_batch, num_samples=K400, cost=cost)
     assert not bigger.fits
     assert plan.effective_batch == 512 and plan.accum_steps == 512 // (2 * plan.per_gpu_batch)
+    assert budget.fitting_batch(cost, 512, 2, budget.DEVICES["RTX 4090"].memory_gib) == plan.per_gpu_batch
+    assert budget.fitting_batch(cost, 512, 2, 1e6) == 256 and budget.fitting_batch(cost, 512, 2, 0.0) == 1
 
 
 def test_mistakes_are_named():
