@@ -24,7 +24,7 @@ accumulation (the reference's `update_freq`, our `optim.accum_steps`).
   and linear inputs, q/k/v, attention output, the MLP's two 4 x width tensors), at 2 bytes under bf16/fp16
   autocast and 4 in fp32; explicit ("math") attention also keeps heads x tokens softmax values per token;
   activation checkpointing keeps only each block's input. Plus the input clips and the teachers' targets.
-  Not counted: the CUDA context and allocator slack (often 1-3 GiB on a GPU), the framework (on a CPU).
+  Not counted: the CUDA context and the allocator's slack on a GPU, the framework's own memory on a CPU.
   `tests/test_budget.py` checks the estimate against the peak memory `bench` measures on CPU.
 """
 from __future__ import annotations
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvd_lib.config import CONFIG_TYPES, REFERENCE_FIELDS, DistillConfig, FinetuneConfig, masked_count, model_spec, num_masked
+from mvd_lib.config import (CONFIG_TYPES, REFERENCE_FIELDS, DistillConfig, FinetuneConfig, masked_count, model_spec,
+                            num_masked)
 from mvd_lib.optim import scaled_lr
 
 GIB = 2**30
@@ -62,7 +63,7 @@ class Device:
     name: str
     bf16_tflops: float  # dense 16-bit tensor-core peak (bf16; fp16 where the chip has no bf16, e.g. V100)
     fp32_tflops: float  # fp32 peak (no TF32)
-    memory_gib: float  # memory per device
+    memory_gib: float  # memory per device (the vendors' GB, read as GiB)
     measured: bool = False  # the TFLOP/s are achieved rates measured by bench, not peaks: no MFU applied
     source: str = ""  # where the numbers come from
 
@@ -373,9 +374,10 @@ class Budget:
             ("lr (base -> scaled)", f"{self.base_lr:.3g} -> {self.lr:.3g}", "lr = base x batch / 256"),
             ("epochs x steps per epoch", f"{self.epochs} x {self.steps_per_epoch} = {self.total_steps} steps",
              f"{self.samples_per_epoch} samples per epoch"),
-            ("FLOPs per optimizer step", f"{self.flops_per_step / 1e12:.4g} TFLOP", "objective.flops_per_sample x batch"),
-            ("FLOPs, whole run", f"{self.total_flops / 1e18:.4g} EFLOP", "every step, plus cached teacher targets"
-                                                                          if self.flops_once else "every step"),
+            ("FLOPs per optimizer step", f"{self.flops_per_step / 1e12:.4g} TFLOP",
+             "objective.flops_per_sample x batch"),
+            ("FLOPs, whole run", f"{self.total_flops / 1e18:.4g} EFLOP",
+             "every step, plus cached teacher targets" if self.flops_once else "every step"),
             ("rate per GPU", f"{self.tflops_per_gpu:.4g} TFLOP/s", mfu),
             ("hours (wall) / GPU-hours", f"{self.hours:.4g} / {self.gpu_hours:.4g}", "estimate: FLOPs / rate"),
             ("memory per GPU: weights + grads + AdamW", f"{m.weights + m.gradients + m.optimizer:.3g} GiB",
@@ -425,7 +427,8 @@ def estimate(cfg: Any, device_spec: str | Device = "H100", gpus: int = 1, per_gp
     lr = scaled_lr(optim.lr, effective) if optim.scale_lr else optim.lr
     min_lr = scaled_lr(optim.min_lr, effective) if optim.scale_lr else optim.min_lr
     return Budget(
-        run=verb_of(cfg), preset=cfg.name, arch=model_spec(cfg).arch, device=dev.name, measured=dev.measured, gpus=gpus, dtype=dtype, mfu=used_mfu, tflops_per_gpu=rate, total_batch=total, per_gpu_batch=per_gpu_batch,
+        run=verb_of(cfg), preset=cfg.name, arch=model_spec(cfg).arch, device=dev.name, measured=dev.measured,
+        gpus=gpus, dtype=dtype, mfu=used_mfu, tflops_per_gpu=rate, total_batch=total, per_gpu_batch=per_gpu_batch,
         accum_steps=accum, effective_batch=effective, base_lr=optim.lr, lr=lr, min_lr=min_lr, epochs=optim.epochs,
         samples_per_epoch=n, steps_per_epoch=steps_per_epoch, total_steps=total_steps, tokens=cost.tokens,
         visible=cost.visible, trainable_params=cost.trainable_params, frozen_params=cost.frozen_params,
@@ -442,6 +445,7 @@ def implied_mfu(plan: Budget, hours: float) -> float:
     return plan.total_flops / (plan.gpus * peak * 1e12 * hours * 3600)
 
 
-__all__ = ["PAPER_TABLE6", "PAPER_TABLE6_MACHINE", "Device", "DEVICES", "measured_device", "device", "accum_steps", "verb_of", "num_training_samples",
-           "Stack", "ModelCost", "stand_in_dependencies", "model_cost", "Memory", "memory", "fitting_batch", "activation_bytes_per_sample", "Budget", "estimate",
-           "implied_mfu", "total_ram_gib", "ACT_ELEMENTS"]
+__all__ = ["PAPER_TABLE6", "PAPER_TABLE6_MACHINE", "Device", "DEVICES", "measured_device", "device", "accum_steps",
+           "verb_of", "num_training_samples", "Stack", "ModelCost", "stand_in_dependencies", "model_cost", "Memory",
+           "memory", "fitting_batch", "activation_bytes_per_sample", "Budget", "estimate", "implied_mfu",
+           "total_ram_gib", "ACT_ELEMENTS"]

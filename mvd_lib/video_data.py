@@ -847,8 +847,9 @@ def write_lists(folder: str | Path, out_dir: str | Path, label_from: Literal["na
         out[split] = items
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, items in out.items():
-        lines = [f"{v.resolve() if absolute_paths else Path(os.path.relpath(v.resolve(), out_dir.resolve())).as_posix()}"
-                 f" {y}" for v, y in items]
+        where = [v.resolve() if absolute_paths else Path(os.path.relpath(v.resolve(), out_dir.resolve())).as_posix()
+                 for v, _ in items]
+        lines = [f"{w} {y}" for w, (_, y) in zip(where, items)]
         write_text(out_dir / f"{split}.csv", "\n".join(lines) + "\n")
     for split in LIST_SPLITS:
         if split not in out and (out_dir / f"{split}.csv").exists():

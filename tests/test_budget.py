@@ -92,7 +92,8 @@ def test_whole_run_flops_and_steps_equal_the_records_of_finished_runs(tmp_path):
         run = runner.run(verb, p, variant, **kw)
         plan = budget.estimate(run.config, budget.DEVICES["H100"], gpus=1, per_gpu_batch=run.config.optim.batch_size)
         m = run.metrics
-        assert plan.total_flops == pytest.approx(m["train_flops"] + m.get("target_flops", 0.0), rel=1e-12), (verb, variant)
+        recorded = m["train_flops"] + m.get("target_flops", 0.0)
+        assert plan.total_flops == pytest.approx(recorded, rel=1e-12), (verb, variant)
         assert (plan.steps_per_epoch, plan.total_steps) == (m["steps_per_epoch"], m["steps"]), (verb, variant)
         assert plan.lr == pytest.approx(max(m["lr_curve"]), rel=1e-9), (verb, variant)
 
