@@ -31,6 +31,11 @@ and `transforms.py` (GroupMultiScaleTwoResizedCrop); mvd_reference.md sections 5
   dataset, removed with it), read whenever `bad_inputs` is accessed. `log_path` additionally appends every
   finding to a file of your choice (`BadInputSummary.from_log`).
 
+Lists for your own videos: `write_lists(folder, out_dir, label_from="parent" | "name", splits, seed)` finds every
+video under a folder, names its class (its folder, or a pattern in its file name), splits the videos into train /
+val / test stratified by class (`split_videos`, seeded) and writes the three lists plus `classes.json` (the class
+names in label order, `read_classes`).
+
 Decoded frames can go through a `ClipCache` (mvd_lib/clip_cache.py): "video" mode decodes each video once
 (all frames, short side resized to `decode_short_side`) and cuts every later clip from that entry; "clip" mode
 caches only the fixed validation / test clips, for datasets too large to keep whole.
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import uuid
 import weakref
@@ -689,3 +695,175 @@ class VideoPretrainDataset(_VideoListDataset):
                     "index": v}
 
         return self._load(index, index, make)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# annotation lists from a folder of videos
+# ----------------------------------------------------------------------------------------------------------
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+CLASSES_JSON = "classes.json"
+LIST_SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_NAME_PATTERN = r"^(?P<label>.+?)[_\-. ]*\d*$"  # the file stem without a trailing number: "jump_03" -> "jump"
+
+
+@dataclass(frozen=True)
+class VideoLists:
+    """Annotation lists written by `write_lists`: where they are, the class names in label order and what each
+    split holds."""
+
+    folder: Path  # the folder of videos the lists were made from
+    out_dir: Path  # where train.csv / val.csv / test.csv and classes.json are
+    classes: tuple[str, ...]  # class names; label i is classes[i]
+    splits: dict[str, tuple[tuple[Path, int], ...]]  # split -> ((video, label), ...) in list order
+
+    def list_path(self, split: str) -> Path:
+        """The list file of `split` (e.g. out_dir/train.csv)."""
+        if split not in self.splits:
+            raise KeyError(f"no {split!r} list was written; splits: {sorted(self.splits)}")
+        return self.out_dir / f"{split}.csv"
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{split: {class name: videos}}, classes in label order (0 where a split has none of a class)."""
+        out = {}
+        for split, items in self.splits.items():
+            per = {name: 0 for name in self.classes}
+            for _, label in items:
+                per[self.classes[label]] += 1
+            out[split] = per
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.splits.values())
+
+
+def find_videos(folder: str | Path, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Every video file under `folder` (any depth; extension case ignored), sorted by path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"video folder {folder} does not exist or is not a folder")
+    exts = {e.lower() for e in extensions}
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+
+
+def class_of(path: Path, folder: Path, label_from: Literal["name", "parent"] = "parent",
+             pattern: str = DEFAULT_NAME_PATTERN) -> str:
+    """The class name of one video: its parent folder's name ("parent"; the video must lie in a class folder
+    under `folder`) or the `label` group of `pattern` searched in its file stem ("name")."""
+    if label_from == "parent":
+        if path.parent.resolve() == folder.resolve():
+            raise ValueError(f"{path} lies directly in {folder}; label_from='parent' needs one folder per class "
+                             f"(e.g. {folder}/<class>/{path.name}), or use label_from='name'")
+        return path.parent.name
+    if label_from == "name":
+        found = re.search(pattern, path.stem)
+        if found is None or "label" not in found.groupdict() or not found.group("label"):
+            raise ValueError(f"{path}: its name {path.stem!r} does not match pattern {pattern!r} (a regular "
+                             f"expression whose group 'label' names the class)")
+        return found.group("label")
+    raise ValueError(f"label_from must be 'name' or 'parent', got {label_from!r}")
+
+
+def split_videos(labels: Sequence[int], fractions: Sequence[float], seed: int) -> list[int]:
+    """A split index (0, 1, 2, ...) per video, stratified by label and deterministic in `seed`.
+
+    Within each class the videos are shuffled (numpy Generator seeded by `seed`); the first of every class is
+    placed first, so that the first split (train) holds every class whenever it has room for one video per
+    class; the others get keys (rank + u) / n_class (u uniform in [0, 1) per class) spreading each class evenly
+    over [0, 1). All videos sorted by key are then cut at round(cumulative fraction x N): every split gets its
+    share of the videos overall and, up to one video, of each class."""
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {tuple(fractions)}")
+    rng = np.random.default_rng(seed)
+    labels = [int(x) for x in labels]
+    keys = np.zeros(len(labels))
+    for c in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == c]
+        order = [members[j] for j in rng.permutation(len(members))]
+        u = rng.random()
+        for rank, i in enumerate(order):
+            keys[i] = -1.0 + rng.random() * 1e-3 if rank == 0 else (rank + u) / len(order)
+    ranked = np.argsort(keys, kind="stable")
+    bounds = np.round(np.cumsum(fractions) * len(labels)).astype(int)
+    bounds[-1] = len(labels)
+    out = [0] * len(labels)
+    start = 0
+    for s, end in enumerate(bounds):
+        for i in ranked[start:end]:
+            out[int(i)] = s
+        start = max(start, int(end))
+    return out
+
+
+def write_lists(folder: str | Path, out_dir: str | Path, label_from: Literal["name", "parent"] = "parent",
+                splits: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0, pattern: str = DEFAULT_NAME_PATTERN,
+                classes: Sequence[str] | None = None, extensions: Sequence[str] = VIDEO_EXTENSIONS,
+                absolute_paths: bool = False) -> VideoLists:
+    """Annotation lists (train.csv, val.csv, test.csv; `path label` lines) for every video under `folder`, and
+    `classes.json` naming the classes in label order. Deterministic: the same folder and seed give the same
+    files, byte for byte.
+
+    label_from: "parent", the name of each video's folder (UCF101's and HMDB51's layout, `folder/<class>/x.mp4`),
+        or "name", the group `label` of the regular expression `pattern` searched in the file stem (default:
+        the stem without a trailing number).
+    splits: fractions of the videos in train, val and test (`split_videos`: stratified by class, seeded); a
+        split with fraction 0 gets no list file.
+    classes: the class names in label order (e.g. a dataset's official order); None: the names found, sorted.
+        A video of a class not listed raises ValueError naming it.
+    absolute_paths: write absolute paths; by default paths are relative to `out_dir`, so lists and videos can
+        move together (`read_annotations` resolves them against the list's folder).
+    """
+    from mvd_lib.atomic import write_json, write_text
+
+    folder, out_dir = Path(folder), Path(out_dir)
+    if len(splits) != len(LIST_SPLITS):
+        raise ValueError(f"splits gives the fractions of {LIST_SPLITS}, got {tuple(splits)}")
+    videos = find_videos(folder, extensions)
+    if not videos:
+        raise ValueError(f"no videos ({', '.join(extensions)}) under {folder}")
+    for v in videos:
+        if any(c in str(v) for c in "\n\r"):
+            raise ValueError(f"{v!r}: a line break in a path cannot be written to an annotation list")
+    names = [class_of(v, folder, label_from, pattern) for v in videos]
+    if classes is None:
+        classes = sorted(set(names))
+    classes = tuple(classes)
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct, got {classes}")
+    unknown = sorted({(n, str(v)) for n, v in zip(names, videos) if n not in classes})
+    if unknown:
+        raise ValueError(f"{len(unknown)} video(s) of classes not in `classes`: "
+                         + ", ".join(f"{v} ({n!r})" for n, v in unknown[:5]))
+    labels = [classes.index(n) for n in names]
+    assignment = split_videos(labels, splits, seed)
+    out: dict[str, tuple[tuple[Path, int], ...]] = {}
+    for s, (split, fraction) in enumerate(zip(LIST_SPLITS, splits)):
+        if fraction == 0:
+            continue
+        items = tuple((v, y) for v, y, a in zip(videos, labels, assignment) if a == s)
+        if not items:
+            raise ValueError(f"{len(videos)} videos leave the {split} split (fraction {fraction}) empty; give it "
+                             "a larger fraction or use more videos")
+        out[split] = items
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, items in out.items():
+        where = [v.resolve() if absolute_paths else Path(os.path.relpath(v.resolve(), out_dir.resolve())).as_posix()
+                 for v, _ in items]
+        lines = [f"{w} {y}" for w, (_, y) in zip(where, items)]
+        write_text(out_dir / f"{split}.csv", "\n".join(lines) + "\n")
+    for split in LIST_SPLITS:
+        if split not in out and (out_dir / f"{split}.csv").exists():
+            (out_dir / f"{split}.csv").unlink()  # a stale list from an earlier call
+    write_json(out_dir / CLASSES_JSON, {
+        "classes": list(classes), "label_from": label_from, "pattern": pattern if label_from == "name" else None,
+        "splits": dict(zip(LIST_SPLITS, map(float, splits))), "seed": seed, "folder": str(folder),
+        "videos": {split: len(items) for split, items in out.items()}})
+    return VideoLists(folder, out_dir, classes, out)
+
+
+def read_classes(list_dir: str | Path) -> tuple[str, ...]:
+    """The class names, in label order, that `write_lists` saved in `list_dir`/classes.json."""
+    path = Path(list_dir) / CLASSES_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (write_lists saves the class names there)")
+    return tuple(json.loads(path.read_text())["classes"])
