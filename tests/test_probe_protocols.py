@@ -13,7 +13,7 @@ import torch
 from mvd_lib.probe import Features, fit_probe
 from mvd_lib.probe_protocols import (PROTOCOLS, AttentivePooler, AttentiveProbeConfig, LowShotCurve,
                                      ProtocolResult, fit_attentive_probe, fit_knn, low_shot_curve, low_shot_rows,
-                                     normalize_tokens, run_protocol, token_view)
+                                     normalize_tokens, position_statistics, run_protocol, token_view)
 from mvd_lib.rng import generator
 
 # A small budget that solves the known-answer tasks below in about a second per fit on one thread.
@@ -101,8 +101,9 @@ def test_attentive_probe_reads_order_through_its_positions():
     assert abs(linear.top1 - 50.0) <= TOL, linear.top1
     ordered = fit_attentive_probe(train, test, FAST)  # learned positions, starting from sin-cos
     assert ordered.top1 >= 90.0, ordered.top1
-    # Without positions the probe is a function of the SET of tokens, identical in both classes: chance.
-    blind = fit_attentive_probe(train, test, dataclasses.replace(FAST, position="none"))
+    # Without positions (and without the per-position standardization, itself a position cue) the probe is a
+    # function of the SET of tokens, identical in both classes: chance.
+    blind = fit_attentive_probe(train, test, dataclasses.replace(FAST, position="none", standardize=False))
     assert abs(blind.top1 - 50.0) <= TOL, blind.top1
 
 
@@ -275,6 +276,38 @@ def test_low_shot_subsets_are_seeded_and_nested():
     assert np.bincount(y[two]).tolist() == [2, 2, 2] and np.bincount(y[five]).tolist() == [5, 5, 3]
     assert set(two) <= set(five)  # nested within one repeat
     assert not np.array_equal(low_shot_rows(y, 2, seed=0, repeat=1), two)
+
+
+def test_position_statistics_and_standardized_tokens_known_answer():
+    g = generator(0)
+    x = torch.randn(50, 6, 8, generator=g) * torch.arange(1, 9).float() + torch.arange(6).float()[:, None] * 10
+    mean, std = position_statistics(x.numpy(), chunk=7)  # numpy, read in chunks
+    torch.testing.assert_close(mean, x.mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(std, x.std(0, unbiased=False), rtol=1e-4, atol=1e-4)
+    z = normalize_tokens(x, (mean, std))
+    expected = torch.nn.functional.layer_norm((x - x.mean(0)) / (x.std(0, unbiased=False) + 1e-5), (8,), eps=1e-5)
+    torch.testing.assert_close(z, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_standardization_finds_a_small_signal_under_a_shared_position_offset():
+    # Every clip shares a large offset per position (as position embeddings give frozen tokens); the class is
+    # a small shift of one feature at one position. Standardizing per position uncovers it; without it the
+    # per-token LayerNorm keeps the offsets, and the probe stays at chance.
+    g = generator(1)
+    offset = torch.randn(L, D, generator=g) * 20
+
+    def clips(n, seed):
+        gg = generator(seed)
+        y = torch.arange(n) % 2
+        x = offset + torch.randn(n, L, D, generator=gg) * 0.5
+        x[:, 3, 5] += 2.0 * (2 * y - 1).float()
+        return Features(x=x.numpy(), y=y.numpy(), index=np.arange(n), pooling="tokens")
+
+    train, test = clips(400, 2), clips(300, 3)
+    found = fit_attentive_probe(train, test, dataclasses.replace(FAST, standardize=True))
+    buried = fit_attentive_probe(train, test, dataclasses.replace(FAST, standardize=False))
+    assert found.top1 >= 75.0, found.top1  # 300 test clips: 82.3 measured
+    assert abs(buried.top1 - 50.0) <= TOL, buried.top1  # without it the shift drowns in the offsets: chance
 
 
 def test_normalize_tokens_is_layer_norm_without_affine_and_keeps_float16():
