@@ -13,6 +13,7 @@ Verbs:
   evaluate         multi-view evaluation of a finetuned model
   extract          frozen features of every clip of the lists' splits, written as .npy
   claims           the paper's claims C1-C8 tested with seeds; tables and verdicts in results/<profile>/
+  gate             the teacher-quality gate: both teachers and random floors probed on both tasks
 
 Run types take `--preset NAME` (`<profile>[_<variant>]`, e.g. laptop_img) or `--profile NAME` (its default
 variant), `--profile-set key=value` (reaches every run of the chain), `--set key=value` (this run only). A run
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 from mvd_lib.config import VERBS
-from mvd_lib.errors import UserError
+from mvd_lib.errors import ConfigError, UserError
 
 RUN_HELP = {
     "pretrain-image": "MAE pretraining of an image teacher on stills",
@@ -199,6 +200,31 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    """Train or load a profile's two teachers, probe them and the random floors on both tasks, print the table."""
+    from mvd_lib.profiles import profile
+
+    p = profile(args.profile, args.profile_set)  # settings are checked here, before torch loads
+    for name in ("num_train", "num_eval"):
+        if getattr(args, name) is not None and getattr(args, name) < 2:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 2, got {getattr(args, name)}")
+    from mvd_lib import gate
+
+    start = time.perf_counter()
+    result = gate.run_gate(p, split=args.split, num_train=args.num_train, num_eval=args.num_eval, root=args.runs,
+                           progress=not args.no_progress)
+    result.details["wall_time_s"] = time.perf_counter() - start
+    print(result.markdown())
+    print(f"teachers: {', '.join(t['run'] for t in result.details['teachers'].values())}; "
+          f"{result.details['wall_time_s']:.0f} s")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        print(f"written: {out}")
+    return 0 if result.passed else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mvd_lib.demo import run_demo
 
@@ -265,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="only rebuild the tables from the results folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_claims)
+
+    p = sub.add_parser("gate", help="the teacher-quality gate of a profile's teachers (exit 1 when it fails)")
+    p.add_argument("--profile", default="quick", help="profile (default quick)")
+    p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting")
+    p.add_argument("--split", default="val", choices=("val", "test"),
+                   help="evaluation split (default val; test for a final report, once)")
+    p.add_argument("--num-train", type=int, help="training clips of the probes (default: the profile's num_clips)")
+    p.add_argument("--num-eval", type=int, help="evaluation clips (default: the profile's num_val or num_test)")
+    p.add_argument("--out", help="also write the result as JSON here")
+    p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("demo", help="short end-to-end run on CPU")
     p.add_argument("--profile", default="smoke", help="profile (default smoke)")

@@ -82,3 +82,30 @@ def test_debug_shows_the_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mvd_lib", "--debug", "distill", "--preset", "smoke", "--set",
                           "optim.lrr=1"], capture_output=True, text=True)
     assert out.returncode == 1 and "Traceback" in out.stderr and "ConfigError" in out.stderr
+
+
+def test_gate_prints_its_table_and_exits_by_its_verdict(tmp_path, capsys):
+    out_json = tmp_path / "gate.json"
+    code = main(["gate", "--profile", "smoke", "--runs", str(tmp_path / "runs"), "--no-progress",
+                 "--num-train", "48", "--num-eval", "32", "--out", str(out_json)])
+    out = capsys.readouterr().out
+    record = json.loads(out_json.read_text())
+    assert code == (0 if record["passed"] else 1)
+    assert "| image_teacher |" in out and f"gate: {'PASS' if record['passed'] else 'FAIL'}" in out
+    assert record["num_train"] == 48 and record["num_eval"] == 32 and record["split"] == "val"
+    assert set(record["rows"]) == {"image_teacher", "video_teacher", "random_image", "random_video"}
+    # the teachers are the profile's own runs, reused by the next call
+    assert sorted(p.parent.parent.name for p in (tmp_path / "runs").glob("*/*/model.pth")) == ["pretrain-image",
+                                                                                         "pretrain-video"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "nope"], "unknown profile 'nope'"),
+    (["--profile", "smoke", "--num-eval", "1"], "--num-eval must be >= 2"),
+    (["--profile", "smoke", "--profile-set", "video_mask_ratio=1.0"], "video_mask_ratio must be in (0, 1)"),
+])
+def test_gate_refuses_bad_settings_before_compute(tmp_path, capsys, args, message):
+    code = main(["gate", *args, "--runs", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
