@@ -112,6 +112,10 @@ DEFAULT_MOTIONS: tuple[str, ...] = ("right", "left", "down", "up", "orbit_cw", "
 APPEARANCES: tuple[str, ...] = tuple(f"digit_{d}" for d in range(10)) + (
     "L", "F", "arrow", "triangle", "flag", "crescent")
 TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker", "gradient")
+# scene classes of the "scene" layout: periodic two-colour patterns filling the frame
+SCENES: tuple[str, ...] = ("stripes", "checker", "dots", "grid", "zigzag", "waves", "rings", "blobs", "bricks",
+                           "plain")
+LAYOUTS: tuple[str, ...] = ("object", "scene")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -125,13 +129,18 @@ class SyntheticConfig:
     frames: int = 16  # T, frames per clip
     height: int = 32  # H, frame height in pixels
     width: int = 32  # W, frame width in pixels
-    num_appearance: int = 16  # appearance classes: the first n of APPEARANCES (10 digits, then 6 shapes)
+    layout: Literal["object", "scene"] = "object"  # what carries appearance: the moving object's glyph, or
+    # a static background scene class (SCENES) with a small unlabeled mover carrying the motion
+    num_appearance: int = 16  # appearance classes: the first n of APPEARANCES (object) or SCENES (scene)
     motions: tuple[str, ...] = DEFAULT_MOTIONS  # motion classes (names from MOTIONS), label = position here
     speed: float | None = None  # translation speed in px/frame; None: short side / 16 (2 px/frame at 32 px)
     rotation: float = 120.0  # degrees turned over the clip by the optional rotate_cw/ccw (+-60 at the ends)
     growth: float = 2.0  # size ratio last/first frame for grow (shrink: its inverse)
     fade: float = 0.5  # opacity change over the clip for fade_in/out (0.5 -> 1.0 around a 0.75 midpoint)
-    object_size: float | None = None  # glyph box side in px at mid-clip; None: short side / 2 (16 px at 32)
+    object_size: float | None = None  # glyph box side in px at mid-clip; None: short side / 2 (object layout)
+    # or / 4 (scene layout's mover)
+    drift: float = 0.0  # scene layout: the scene pans at this many px/frame in a random direction
+    scene_frequency: tuple[float, float] = (2.0, 4.0)  # scene layout: pattern cycles per frame side (range)
     num_objects: int = 1  # objects per clip; they share the clip's appearance and motion labels
     bg_amplitude: float = 0.12  # peak deviation of the smooth background from its base colour (0..1 scale)
     noise: float = 0.01  # std of i.i.d. per-pixel Gaussian noise (0..1 scale)
@@ -145,8 +154,16 @@ class SyntheticConfig:
         if self.frames < 1 or self.height < 8 or self.width < 8:
             raise ValueError(f"need frames >= 1 and height, width >= 8; "
                              f"got {self.frames}x{self.height}x{self.width}")
-        if not 2 <= self.num_appearance <= len(APPEARANCES):
-            raise ValueError(f"num_appearance must be in [2, {len(APPEARANCES)}], got {self.num_appearance}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        classes = APPEARANCES if self.layout == "object" else SCENES
+        if not 2 <= self.num_appearance <= len(classes):
+            raise ValueError(f"num_appearance must be in [2, {len(classes)}] for the {self.layout} layout, "
+                             f"got {self.num_appearance}")
+        object.__setattr__(self, "scene_frequency", tuple(float(f) for f in self.scene_frequency))
+        lo, hi = self.scene_frequency
+        if not 1.0 <= lo <= hi:
+            raise ValueError(f"scene_frequency must be a range (lo, hi) with 1 <= lo <= hi, got {self.scene_frequency}")
         unknown = [m for m in self.motions if m not in MOTIONS]
         if unknown:
             raise ValueError(f"unknown motion(s) {unknown}; choose from {sorted(MOTIONS)}")
@@ -155,7 +172,7 @@ class SyntheticConfig:
         missing = sorted({MOTIONS[m].twin for m in self.motions} - set(self.motions))
         if missing:
             raise ValueError(f"every motion needs its time-reversed twin in the set; missing {missing}")
-        for name in ("rotation", "fade", "bg_amplitude", "noise", "jitter"):
+        for name in ("rotation", "fade", "bg_amplitude", "noise", "jitter", "drift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.growth < 1.0:
@@ -175,7 +192,9 @@ class SyntheticConfig:
     @property
     def object_px(self) -> float:
         """Glyph box side in pixels at mid-clip scale."""
-        return self.object_size if self.object_size is not None else min(self.height, self.width) / 2
+        if self.object_size is not None:
+            return self.object_size
+        return min(self.height, self.width) / (2 if self.layout == "object" else 4)
 
     @property
     def num_motions(self) -> int:
@@ -183,7 +202,7 @@ class SyntheticConfig:
 
     @property
     def appearance_names(self) -> tuple[str, ...]:
-        return APPEARANCES[: self.num_appearance]
+        return (APPEARANCES if self.layout == "object" else SCENES)[: self.num_appearance]
 
 
 def synthetic_config(**overrides) -> SyntheticConfig:
@@ -327,6 +346,24 @@ class ObjectSpec:
 
 
 @dataclass(frozen=True)
+class SceneSpec:
+    """The background scene of the "scene" layout: a two-colour pattern of class `kind` (index into SCENES),
+    periodic on the canvas (integer wave vectors, torus distances) so that it can pan and wrap."""
+
+    kind: int  # index into SCENES (= the appearance label)
+    colour: tuple[float, float, float]  # pattern colour (weight 1)
+    colour2: tuple[float, float, float]  # ground colour (weight 0)
+    k1: tuple[int, int]  # main wave vector, cycles per frame along (x, y)
+    k2: tuple[int, int]  # second wave vector (the lattice's other axis, or the zigzag/wave modulation)
+    phase: tuple[float, float]  # phases of the two waves, in cycles
+    sharpness: float  # edge steepness of the pattern
+    param: float  # family parameter: duty cycle, dot threshold, line width, zigzag depth, ring frequency
+    centre: tuple[float, float]  # rings: centre in px
+    blob_waves: np.ndarray = field(repr=False)  # blobs: [K, 3] (kx, ky, phase in cycles)
+    drift: tuple[float, float] = (0.0, 0.0)  # (dx, dy) px/frame, centred on the clip midpoint
+
+
+@dataclass(frozen=True)
 class ClipSpec:
     """All parameters of one clip (or still, `frames == 1` and `motion == -1`)."""
 
@@ -337,6 +374,7 @@ class ClipSpec:
     bg_waves: np.ndarray = field(repr=False)  # [K, 6]: (kx, ky, phase, amp_r, amp_g, amp_b) periodic waves
     objects: tuple[ObjectSpec, ...] = ()
     noise_seed: int = 0  # seed of the pixel-noise generator
+    scene: SceneSpec | None = None  # the background scene ("scene" layout); None: the smooth background
 
 
 def _pick_colours(rng: np.random.Generator, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -364,6 +402,84 @@ def _hold_offset(rng: np.random.Generator, frames: int, still_range: float | Non
     return (k - (frames - 1) / 2) / (frames - 1)
 
 
+def _wave_vector(rng: np.random.Generator, lo: float, hi: float) -> tuple[int, int]:
+    """An integer wave vector (cycles per frame along x, y) of length about uniform(lo, hi), random direction."""
+    f, theta = rng.uniform(lo, hi), rng.uniform(0, math.pi)
+    k = (int(round(f * math.cos(theta))), int(round(f * math.sin(theta))))
+    return k if k != (0, 0) else (1, 0)
+
+
+def _sample_scene(rng: np.random.Generator, kind: int, cfg: SyntheticConfig, still: bool) -> SceneSpec:
+    """Every random number of a scene, in a fixed number of draws whatever the class."""
+    lo, hi = cfg.scene_frequency
+    cand = rng.uniform(0.0, 1.0, size=(16, 3))
+    c1 = cand[0]
+    far = np.linalg.norm(cand[1:] - c1, axis=1) >= 0.45  # a visible pattern: colours at least 0.45 apart
+    c2 = cand[1 + int(np.argmax(far))] if far.any() else np.where(c1 > 0.5, c1 - 0.5, c1 + 0.5)
+    k1 = _wave_vector(rng, lo, hi)
+    name = SCENES[kind]
+    if name in ("zigzag", "waves"):  # a slow modulation across the stripes
+        m = rng.uniform(1.0, 2.0) / math.hypot(*k1)
+        k2 = (int(round(-k1[1] * m)), int(round(k1[0] * m)))
+        k2 = k2 if k2 != (0, 0) else ((0, 1) if k1[0] else (1, 0))
+    else:  # the lattice's other axis: perpendicular, same frequency
+        k2 = (-k1[1], k1[0])
+    if name == "plain":
+        k1 = _wave_vector(rng, 1.0, 1.5)
+    else:
+        rng.uniform(0, 1)  # keep the stream aligned
+    phase = (float(rng.uniform(0, 1)), float(rng.uniform(0, 1)))
+    sharpness = float(rng.uniform(3.0, 8.0))
+    u = float(rng.uniform(0, 1))
+    param = {"stripes": -0.4 + 0.8 * u, "dots": 0.5 + 0.8 * u, "grid": 0.25 + 0.2 * u, "zigzag": 0.3 + 0.4 * u,
+             "waves": 0.3 + 0.4 * u, "rings": lo + (hi - lo) * u, "bricks": 0.2 + 0.15 * u}.get(name, u)
+    centre = (float(rng.uniform(0, cfg.width)), float(rng.uniform(0, cfg.height)))
+    blob = np.zeros((5, 3))
+    for i in range(5):
+        blob[i] = (*_wave_vector(rng, 1.0, max(1.0, lo)), rng.uniform(0, 1))
+    drift = (0.0, 0.0)
+    angle = rng.uniform(0, 2 * math.pi)
+    if not still and cfg.drift > 0:
+        drift = (cfg.drift * math.cos(angle), cfg.drift * math.sin(angle))
+    return SceneSpec(kind, tuple(float(c) for c in c1), tuple(float(c) for c in c2), k1, k2, phase, sharpness,
+                     param, centre, blob, drift)
+
+
+def _sample_object(rng: np.random.Generator, cfg: SyntheticConfig, pool: np.ndarray, c1: np.ndarray,
+                   c2: np.ndarray, v: float, still: bool, frames: int, driven: set[str]) -> ObjectSpec:
+    """Every random number of one object (the draw order is part of the benchmark)."""
+    j = cfg.jitter
+    active = [f in driven for f in ("rotation", "scale", "opacity")]
+    opacity = 1 - cfg.fade / 2 if "opacity" in driven else 0.97  # so that fading never exceeds 1
+    return ObjectSpec(
+        glyph=int(pool[rng.integers(len(pool))]),
+        center=(float(rng.uniform(0, cfg.width)), float(rng.uniform(0, cfg.height))),
+        angle=float(rng.uniform(-10, 10) * v),
+        log_scale=float(rng.uniform(-j, j) * 0.75 * v),
+        opacity=float(opacity + rng.uniform(-0.03, 0.03)),
+        speed=float(cfg.speed_px * (1 + rng.uniform(-j, j))),
+        orbit_phase=float(rng.uniform(0, 2 * math.pi)),
+        aspect=float(math.exp(rng.uniform(-0.15, 0.15) * v)),
+        shear=float(rng.uniform(-0.15, 0.15) * v),
+        threshold=float(rng.uniform(0.25, 0.45)),
+        colour=tuple(float(c) for c in c1),
+        colour2=tuple(float(c) for c in c2),
+        texture=int(rng.integers(len(TEXTURES))),
+        texture_freq=float(rng.uniform(1.5, 3.0) * (v if still else 1.0)),
+        texture_angle=float(rng.uniform(0, math.pi)),
+        texture_phase=float(rng.uniform(0, 2 * math.pi)),
+        hold=tuple(_hold_offset(rng, frames, v if still else None) * on for on in active),
+    )
+
+
+def _mover_colour(rng: np.random.Generator, scene: SceneSpec) -> np.ndarray:
+    """The candidate colour farthest (RGB) from both scene colours, of 16 drawn."""
+    cand = rng.uniform(0.0, 1.0, size=(16, 3))
+    d = np.minimum(np.linalg.norm(cand - np.asarray(scene.colour), axis=1),
+                   np.linalg.norm(cand - np.asarray(scene.colour2), axis=1))
+    return cand[int(np.argmax(d))]
+
+
 def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
     """The parameters of clip `index` of `split` ("images": a still). Deterministic in (cfg, split, index)."""
     if split not in SPLITS:
@@ -376,9 +492,11 @@ def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
     motion = -1 if still else int(rng.integers(cfg.num_motions))
     frames = 1 if still else cfg.frames
     v = cfg.image_variety if still else 1.0
-    j = cfg.jitter
+    scene = _sample_scene(rng, appearance, cfg, still) if cfg.layout == "scene" else None
 
     bg = rng.uniform(0.15, 0.85, size=3)
+    if scene is not None:
+        bg = (np.asarray(scene.colour) + np.asarray(scene.colour2)) / 2
     n_waves = 2
     waves = np.zeros((n_waves, 6))
     for k in range(n_waves):
@@ -388,34 +506,23 @@ def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
         amp = rng.uniform(-1, 1, size=3) * cfg.bg_amplitude * (v if still else 1.0) / n_waves
         waves[k] = (kx, ky, rng.uniform(0, 2 * math.pi), *amp)
 
-    heldout = (split in EVAL_SPLITS) if cfg.heldout_glyphs else None
     driven = {MOTIONS[m].factor for m in cfg.motions}
-    active = [f in driven for f in ("rotation", "scale", "opacity")]
-    pool = glyph_bank().pool(appearance, heldout)
+    if scene is None:  # the object's glyph is the appearance
+        heldout = (split in EVAL_SPLITS) if cfg.heldout_glyphs else None
+        pool = glyph_bank().pool(appearance, heldout)
+    else:  # the mover carries no label: any shape glyph
+        pool = np.flatnonzero(glyph_bank().labels >= len(APPEARANCES) - 6)
     objects = []
     for _ in range(cfg.num_objects):
-        c1, c2 = _pick_colours(rng, bg)
-        objects.append(ObjectSpec(
-            glyph=int(pool[rng.integers(len(pool))]),
-            center=(float(rng.uniform(0, cfg.width)), float(rng.uniform(0, cfg.height))),
-            angle=float(rng.uniform(-10, 10) * v),
-            log_scale=float(rng.uniform(-j, j) * 0.75 * v),
-            opacity=float(0.75 + rng.uniform(-0.03, 0.03)),
-            speed=float(cfg.speed_px * (1 + rng.uniform(-j, j))),
-            orbit_phase=float(rng.uniform(0, 2 * math.pi)),
-            aspect=float(math.exp(rng.uniform(-0.15, 0.15) * v)),
-            shear=float(rng.uniform(-0.15, 0.15) * v),
-            threshold=float(rng.uniform(0.25, 0.45)),
-            colour=tuple(float(c) for c in c1),
-            colour2=tuple(float(c) for c in c2),
-            texture=int(rng.integers(len(TEXTURES))),
-            texture_freq=float(rng.uniform(1.5, 3.0) * (v if still else 1.0)),
-            texture_angle=float(rng.uniform(0, math.pi)),
-            texture_phase=float(rng.uniform(0, 2 * math.pi)),
-            hold=tuple(_hold_offset(rng, frames, v if still else None) * on for on in active),
-        ))
+        if scene is None:
+            c1, c2 = _pick_colours(rng, bg)
+        else:
+            c1 = _mover_colour(rng, scene)
+            c2 = c1
+        obj = _sample_object(rng, cfg, pool, c1, c2, v, still, frames, driven)
+        objects.append(obj if scene is None else dataclasses.replace(obj, texture=0))
     return ClipSpec(appearance, motion, frames, tuple(float(c) for c in bg), waves, tuple(objects),
-                    noise_seed=int(rng.integers(2**63 - 1)))
+                    noise_seed=int(rng.integers(2**63 - 1)), scene=scene)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -464,6 +571,55 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, obj: ObjectSpec) -> np.nda
     return np.clip(s + 0.5, 0.0, 1.0)  # gradient
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def scene_weight(scene: SceneSpec, cfg: SyntheticConfig, frames: int) -> np.ndarray:
+    """Pattern weight in [0, 1] of the scene colour: `[T, H, W]` (T = 1 for a scene that does not drift)."""
+    H, W = cfg.height, cfg.width
+    t = np.arange(frames, dtype=np.float32) - (frames - 1) / 2  # centred on the midpoint
+    if scene.drift == (0.0, 0.0):
+        t = t[:1] * 0
+    xs = (np.arange(W, dtype=np.float32) + 0.5)[None, None, :] - np.float32(scene.drift[0]) * t[:, None, None]
+    ys = (np.arange(H, dtype=np.float32) + 0.5)[None, :, None] - np.float32(scene.drift[1]) * t[:, None, None]
+
+    def cycles(k: tuple[int, int], phase: float) -> np.ndarray:  # [T, H, W] position along k, in cycles
+        return k[0] * xs / W + k[1] * ys / H + np.float32(phase)
+
+    name, sharp, a = SCENES[scene.kind], np.float32(scene.sharpness), np.float32(scene.param)
+    s1, s2 = cycles(scene.k1, scene.phase[0]), cycles(scene.k2, scene.phase[1])
+    two_pi = np.float32(2 * math.pi)
+    if name == "stripes":
+        return _sigmoid(sharp * (np.sin(two_pi * s1) + a))
+    if name == "checker":
+        return _sigmoid(2 * sharp * np.sin(two_pi * s1) * np.sin(two_pi * s2))
+    if name == "dots":
+        return _sigmoid(sharp * (np.cos(two_pi * s1) + np.cos(two_pi * s2) - a))
+    if name == "grid":
+        line = lambda u: _sigmoid(sharp * 3 * (a - np.abs(np.sin(np.float32(math.pi) * u))))  # noqa: E731
+        return np.maximum(line(s1), line(s2))
+    if name == "zigzag":
+        tri = 2 * np.abs(s2 - np.floor(s2) - 0.5)  # triangle wave in [0, 1]
+        return _sigmoid(sharp * np.sin(two_pi * (s1 + a * tri)))
+    if name == "waves":
+        return _sigmoid(sharp * np.sin(two_pi * (s1 + 0.5 * a * np.sin(two_pi * s2))))
+    if name == "rings":
+        dx = (xs - np.float32(scene.centre[0]) + W / 2) % W - W / 2
+        dy = (ys - np.float32(scene.centre[1]) + H / 2) % H - H / 2
+        r = np.sqrt(dx * dx + dy * dy) / min(H, W)  # in frame sides
+        return _sigmoid(sharp * np.sin(two_pi * (a * r + np.float32(scene.phase[0]))))
+    if name == "blobs":
+        v = sum(np.sin(two_pi * cycles((int(kx), int(ky)), ph)) for kx, ky, ph in scene.blob_waves)
+        return _sigmoid(sharp * 0.6 * v / np.float32(math.sqrt(len(scene.blob_waves))))
+    if name == "bricks":
+        row = np.floor(s1)
+        joint = s2 + 0.5 * row
+        line = lambda u: _sigmoid(sharp * 3 * (a - np.abs(np.sin(np.float32(math.pi) * u))))  # noqa: E731
+        return np.maximum(line(s1), line(joint))
+    return 0.5 + 0.5 * np.sin(two_pi * s1)  # plain: a smooth two-colour gradient
+
+
 def render(spec: ClipSpec, cfg: SyntheticConfig) -> np.ndarray:
     """Draw a clip: uint8 `[T, H, W, 3]` with T = spec.frames."""
     Tn, H, W = spec.frames, cfg.height, cfg.width
@@ -474,6 +630,12 @@ def render(spec: ClipSpec, cfg: SyntheticConfig) -> np.ndarray:
     for kx, ky, ph, ar, ag, ab in spec.bg_waves:
         wave = np.sin(2 * np.pi * (kx * xs[None, :] / W + ky * ys[:, None] / H) + ph).astype(np.float32)
         bg += wave[..., None] * np.asarray([ar, ag, ab], dtype=np.float32)
+    if spec.scene is not None:  # the scene replaces the base colour; the smooth waves stay as shading
+        sc = spec.scene
+        base = np.asarray(sc.colour2, dtype=np.float32)
+        weight = scene_weight(sc, cfg, Tn)[..., None]  # [T or 1, H, W, 1]
+        bg = bg - np.asarray(spec.bg_colour, dtype=np.float32) + base + weight * (
+            np.asarray(sc.colour, dtype=np.float32) - base)
     out = np.broadcast_to(bg, (Tn, H, W, 3)).copy()
 
     bank = glyph_bank()
@@ -548,8 +710,11 @@ def reverse_clip(video: np.ndarray | torch.Tensor, motion: int, cfg: SyntheticCo
 
 def reverse_spec(spec: ClipSpec, cfg: SyntheticConfig) -> ClipSpec:
     """The spec whose rendering (without pixel noise) is `render(spec)` played backwards: same everything, the
-    twin motion label."""
-    return dataclasses.replace(spec, motion=twin_motion(spec.motion, cfg))
+    twin motion label (and a drifting scene drifts the other way)."""
+    scene = spec.scene
+    if scene is not None:
+        scene = dataclasses.replace(scene, drift=(-scene.drift[0], -scene.drift[1]))
+    return dataclasses.replace(spec, motion=twin_motion(spec.motion, cfg), scene=scene)
 
 
 # ----------------------------------------------------------------------------------------------------------

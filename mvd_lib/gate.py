@@ -1,0 +1,302 @@
+"""The teacher-quality gate: are the two teachers what MVD's Table 1 assumes they are?
+
+MVD (Wang et al., CVPR 2023, sections 1 and 4.3) rests on two premises: the image teacher (MAE) is the better
+spatial model, the video teacher (VideoMAE) the better temporal one. On the procedural benchmark
+(synthetic.py) the spatial task is `appearance` (our K400 analogue) and the temporal task is `motion` (our
+SSv2 analogue). The gate checks both premises with linear probes on frozen features, against the floor of a
+random-init encoder of the same architecture:
+
+    encoders  image_teacher, video_teacher, random_image, random_video      (frozen; image ones frame by frame)
+    features  one extraction per encoder on a train split and an evaluation split ("val" or "test"),
+              pooled "mean" and "time" (probe.extract_features)
+    probes    multinomial logistic regression per task and pooling (probe.fit_probe): top-1 on the
+              evaluation split with its binomial standard error se = sqrt(p (1 - p) / n)
+
+PASS when, with time-ordered pooling (a linear function of it contains the mean, so it is the stronger
+linear readout; both poolings are shown):
+    appearance: image_teacher > video_teacher and image_teacher > random_image
+    motion:     video_teacher > image_teacher and video_teacher > random_video
+each by more than 3 standard errors of the difference, sqrt(se_1^2 + se_2^2).
+
+An image encoder reads the clip frame by frame on the frames distillation gives it (the front frame of each
+tubelet, teachers.ImageTeacher), so its time slots line up with the video encoders'.
+
+A secondary diagnostic for the paper's Figure 3 (image-teacher features nearly constant across frames,
+video-teacher features changing): `cross_frame_similarity`, the slot-centred cosine similarity between the
+per-time-slot features of one clip.
+
+Results are indexed by readout ("mean", "time"); another readout (an attentive probe, say) is one more key.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mvd_lib.mae import ImageViT
+from mvd_lib.probe import DEFAULT_C_GRID, Features, extract_features, fit_probe
+from mvd_lib.synthetic import EVAL_SPLITS, SyntheticClips, SyntheticConfig
+from mvd_lib.teachers import ImageTeacher
+
+ENCODERS: tuple[str, ...] = ("image_teacher", "video_teacher", "random_image", "random_video")
+TASKS: tuple[str, ...] = ("appearance", "motion")
+READOUTS: tuple[str, ...] = ("mean", "time")  # linear probes on mean / time-ordered pooled tokens
+DECISION_READOUT = "time"
+MARGIN_SE = 3.0  # a difference counts when it exceeds this many standard errors of the difference
+# (task, better encoder, worse encoder): what the paper assumes
+PREMISES: tuple[tuple[str, str, str], ...] = (
+    ("appearance", "image_teacher", "video_teacher"),
+    ("appearance", "image_teacher", "random_image"),
+    ("motion", "video_teacher", "image_teacher"),
+    ("motion", "video_teacher", "random_video"),
+)
+
+
+# ---------------------------------------------------------------------------------------------- scores
+def binomial_se(acc: float, n: int) -> float:
+    """Standard error, in percent, of an accuracy `acc` (percent) measured on `n` items: 100 sqrt(p(1-p)/n)."""
+    if n < 1:
+        raise ValueError(f"need n >= 1 evaluation items, got {n}")
+    if not 0.0 <= acc <= 100.0:
+        raise ValueError(f"accuracy must be a percentage in [0, 100], got {acc}")
+    p = acc / 100.0
+    return 100.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A top-1 accuracy (percent) on `n` evaluation items."""
+
+    acc: float
+    n: int
+
+    @property
+    def se(self) -> float:
+        """Binomial standard error in percent."""
+        return binomial_se(self.acc, self.n)
+
+    def text(self) -> str:
+        return f"{self.acc:.1f} ± {self.se:.1f}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One premise: `better` beats `worse` on `task` by `diff` points, `z` standard errors of the difference."""
+
+    task: str
+    better: str
+    worse: str
+    readout: str
+    better_acc: float
+    worse_acc: float
+    se_diff: float  # sqrt(se_better^2 + se_worse^2), percent
+    margin: float  # required z
+
+    @property
+    def diff(self) -> float:
+        return self.better_acc - self.worse_acc
+
+    @property
+    def z(self) -> float:
+        if self.se_diff > 0:
+            return self.diff / self.se_diff
+        return math.inf if self.diff > 0 else (-math.inf if self.diff < 0 else 0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.z > self.margin
+
+    def text(self) -> str:
+        mark = "PASS" if self.passed else "FAIL"
+        return (f"{mark} {self.task}: {self.better} {self.better_acc:.1f} vs {self.worse} {self.worse_acc:.1f} "
+                f"({self.diff:+.1f} points, {self.z:+.1f} se; need > {self.margin:g})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "better": self.better, "worse": self.worse, "readout": self.readout,
+                "better_acc": self.better_acc, "worse_acc": self.worse_acc, "diff": self.diff,
+                "se_diff": self.se_diff, "z": self.z, "margin": self.margin, "passed": self.passed}
+
+
+Rows = Mapping[str, Mapping[str, Mapping[str, Score]]]  # encoder -> task -> readout -> Score
+
+
+def compare(rows: Rows, task: str, better: str, worse: str, readout: str = DECISION_READOUT,
+            margin: float = MARGIN_SE) -> Check:
+    """The check that `better` beats `worse` on `task` with `readout` by more than `margin` standard errors."""
+    for name in (better, worse):
+        if name not in rows or task not in rows[name] or readout not in rows[name][task]:
+            raise KeyError(f"no {task}/{readout} score for encoder {name!r}")
+    a, b = rows[better][task][readout], rows[worse][task][readout]
+    return Check(task, better, worse, readout, a.acc, b.acc, math.sqrt(a.se**2 + b.se**2), margin)
+
+
+def decide(rows: Rows, readout: str = DECISION_READOUT, margin: float = MARGIN_SE) -> list[Check]:
+    """The four premises of the gate (PREMISES), each checked with `readout` at `margin` standard errors."""
+    return [compare(rows, task, better, worse, readout, margin) for task, better, worse in PREMISES]
+
+
+# ---------------------------------------------------------------------------------------------- diagnostics
+def cross_frame_similarity(slots: np.ndarray) -> float:
+    """Slot-centred cross-frame cosine similarity of per-time-slot features `slots: [N, T', D]`.
+
+    Each time slot's dataset-mean feature is subtracted (so a constant positional offset per slot does not
+    count as similarity), then the cosine between every pair of different slots of the same clip is averaged
+    over pairs and clips. Near 1: the features of a clip hardly change across frames; near 0: they change
+    as much as between unrelated clips."""
+    x = np.asarray(slots, dtype=np.float64)
+    if x.ndim != 3 or x.shape[1] < 2:
+        raise ValueError(f"slots must be [N, T', D] with T' >= 2, got shape {x.shape}")
+    x = x - x.mean(axis=0, keepdims=True)
+    x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
+    gram = np.einsum("ntd,nsd->nts", x, x)  # [N, T', T']
+    t = x.shape[1]
+    off = ~np.eye(t, dtype=bool)
+    return float(gram[:, off].mean())
+
+
+def time_slots(features: Features) -> np.ndarray:
+    """Per-time-slot features [N, T', D] from "time"-pooled Features (the mean of each slot's tokens)."""
+    if features.pooling != "time" or features.grid is None:
+        raise ValueError("need time-pooled features that record their token grid")
+    t = features.grid[0]
+    return features.x.reshape(len(features.x), t, -1)
+
+
+# ---------------------------------------------------------------------------------------------- result
+@dataclass
+class GateResult:
+    """Scores of the four encoders on both tasks and readouts, the premise checks and the verdict."""
+
+    rows: dict[str, dict[str, dict[str, Score]]]  # encoder -> task -> readout -> Score
+    checks: list[Check]
+    split: str = "val"  # evaluation split
+    num_train: int = 0
+    num_eval: int = 0
+    chance: dict[str, float] = field(default_factory=dict)  # task -> 100 / classes
+    similarity: dict[str, float] = field(default_factory=dict)  # encoder -> cross_frame_similarity (eval split)
+    seconds: dict[str, float] = field(default_factory=dict)  # encoder -> extraction + probe wall time
+    details: dict[str, Any] = field(default_factory=dict)  # probe settings (chosen C, train accuracy, ...)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def readouts(self) -> list[str]:
+        seen: list[str] = []
+        for tasks in self.rows.values():
+            for scores in tasks.values():
+                seen += [r for r in scores if r not in seen]
+        return seen
+
+    def markdown(self) -> str:
+        """The gate table (rows: encoders, columns: task x readout, "acc ± se"), chance, the checks, verdict."""
+        tasks = [t for t in TASKS if any(t in v for v in self.rows.values())]
+        readouts = self.readouts
+        head = ["encoder"] + [f"{t} ({r})" for t in tasks for r in readouts]
+        if self.similarity:
+            head.append("cross-frame cos")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, by_task in self.rows.items():
+            cells = [name] + [by_task[t][r].text() if r in by_task.get(t, {}) else "" for t in tasks
+                              for r in readouts]
+            if self.similarity:
+                cells.append(f"{self.similarity[name]:.2f}" if name in self.similarity else "")
+            lines.append("| " + " | ".join(cells) + " |")
+        chance = ", ".join(f"{t} {c:.1f}" for t, c in self.chance.items())
+        lines.append("")
+        lines.append(f"{self.split} split, {self.num_eval} clips (probes fit on {self.num_train} train clips); "
+                     f"chance: {chance}. Decision on {self.checks[0].readout if self.checks else '-'} pooling:")
+        lines += [f"- {c.text()}" for c in self.checks]
+        lines.append(f"- gate: {'PASS' if self.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed, "split": self.split, "num_train": self.num_train, "num_eval": self.num_eval,
+            "chance": self.chance,
+            "rows": {e: {t: {r: {"acc": s.acc, "se": s.se, "n": s.n} for r, s in by_r.items()}
+                         for t, by_r in by_t.items()} for e, by_t in self.rows.items()},
+            "checks": [c.to_dict() for c in self.checks], "similarity": self.similarity,
+            "seconds": self.seconds, "details": self.details,
+        }
+
+
+def gate_from_features(features: Mapping[str, tuple[dict[str, Features], dict[str, Features]]],
+                       tasks: Sequence[str] = TASKS, readouts: Sequence[str] = READOUTS,
+                       c_grid: Sequence[float] = DEFAULT_C_GRID, seed: int = 0, split: str = "val",
+                       margin: float = MARGIN_SE) -> GateResult:
+    """Fit the probes on already extracted features: {encoder: (train {readout: Features}, eval {...})}."""
+    missing = [e for e in ENCODERS if e not in features]
+    if missing:
+        raise KeyError(f"the gate needs features of {list(ENCODERS)}; missing {missing}")
+    rows: dict[str, dict[str, dict[str, Score]]] = {}
+    details: dict[str, Any] = {}
+    similarity: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    chance: dict[str, float] = {}
+    grids: dict[str, tuple[int, ...]] = {}
+    num_train = num_eval = 0
+    for name, (train, evaluation) in features.items():
+        start = time.perf_counter()
+        for task in tasks:
+            for r in readouts:
+                res = fit_probe(train[r].select(task), evaluation[r].select(task), c_grid=c_grid, seed=seed)
+                rows.setdefault(name, {}).setdefault(task, {})[r] = Score(res.top1, res.num_test)
+                details.setdefault(name, {}).setdefault(task, {})[r] = {
+                    "c": res.c, "train_top1": res.train_top1, "converged": res.converged}
+                chance[task] = res.chance
+                num_train, num_eval = res.num_train, res.num_test
+        grid = next((f.grid for f in evaluation.values() if f.grid is not None), None)
+        if grid is not None:
+            grids[name] = tuple(grid)
+        if "time" in evaluation and grid is not None and grid[0] > 1:
+            similarity[name] = cross_frame_similarity(time_slots(evaluation["time"]))
+        seconds[name] = time.perf_counter() - start
+    ordered = {e: rows[e] for e in list(ENCODERS) + [e for e in rows if e not in ENCODERS]}
+    return GateResult(ordered, decide(ordered, margin=margin), split, num_train, num_eval, chance, similarity,
+                      seconds, {"probes": details, "grids": grids})
+
+
+def _as_video_reader(encoder: nn.Module, tubelet_size: int) -> nn.Module:
+    """A bare image encoder reads the clip on the frames distillation gives it (ImageTeacher)."""
+    return ImageTeacher(encoder, tubelet_size=tubelet_size) if isinstance(encoder, ImageViT) else encoder
+
+
+def evaluate_gate(encoders: Mapping[str, nn.Module], synthetic_cfg: SyntheticConfig, num_train: int = 3000,
+                  num_eval: int = 2000, split: str = "val", batch_size: int = 64, seed: int = 0,
+                  progress: bool = False, tubelet_size: int = 2, c_grid: Sequence[float] = DEFAULT_C_GRID,
+                  device: str | torch.device | None = None,
+                  log: Callable[[str], None] | None = None) -> GateResult:
+    """Run the gate: features of `encoders` (the four of ENCODERS, frozen) on `num_train` clips of the "train"
+    split and `num_eval` clips of `split` ("val" while designing, "test" once for the final table), linear
+    probes on both tasks and both poolings, the premise checks.
+
+    A bare `ImageViT` is wrapped in `ImageTeacher(encoder, tubelet_size)` so it reads the front frame of each
+    tubelet, as in distillation; pass an ImageTeacher to choose otherwise. Clips are rendered once and shared
+    by all encoders. Deterministic in (encoders, synthetic_cfg, sizes, split, seed)."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"the gate evaluates on one of {EVAL_SPLITS}, got {split!r}")
+    missing = [e for e in ENCODERS if e not in encoders]
+    if missing:
+        raise KeyError(f"the gate needs encoders {list(ENCODERS)}; missing {missing}")
+    train = SyntheticClips("train", num_train, synthetic_cfg, cache=True).materialize(progress=progress)
+    evaluation = SyntheticClips(split, num_eval, synthetic_cfg, cache=True).materialize(progress=progress)
+    features: dict[str, tuple[dict[str, Features], dict[str, Features]]] = {}
+    extract_seconds: dict[str, float] = {}
+    for name, encoder in encoders.items():
+        start = time.perf_counter()
+        model = _as_video_reader(encoder, tubelet_size)
+        kw = dict(poolings=READOUTS, batch_size=batch_size, device=device, progress=progress)
+        features[name] = (extract_features(model, train, **kw), extract_features(model, evaluation, **kw))
+        extract_seconds[name] = time.perf_counter() - start
+        if log is not None:
+            log(f"gate: features of {name} in {extract_seconds[name]:.0f} s")
+    result = gate_from_features(features, c_grid=c_grid, seed=seed, split=split)
+    result.seconds = {n: extract_seconds[n] + result.seconds.get(n, 0.0) for n in extract_seconds}
+    return result

@@ -1,0 +1,203 @@
+"""Search for a benchmark design that passes the teacher-quality gate (mvd_lib/gate.py).
+
+For a named design (DESIGNS below: benchmark settings, clip geometry, teacher architectures and budgets) this
+trains the image teacher (MAE on stills) and the video teacher (VideoMAE on clips) with the run machinery
+(train_or_load: a finished run is loaded, a killed one resumes), runs the gate on the VALIDATION split and
+appends the gate table, the teachers' wall times and the design to a JSON-lines log.
+
+    OMP_NUM_THREADS=1 nice -n 5 python tools/benchmark_search.py scene_a            # train + gate on val
+    python tools/benchmark_search.py scene_a --split test                           # the final table, once
+    python tools/benchmark_search.py --list                                         # the designs
+
+Architectures that config.PRESETS lacks are registered at runtime (ARCHITECTURES). Wall times are those of
+the machine that ran it (recorded with the thread count).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mvd_lib import config as model_config  # noqa: E402
+from mvd_lib import recipes  # noqa: E402
+from mvd_lib.gate import evaluate_gate  # noqa: E402
+from mvd_lib.mae import ImageViT  # noqa: E402
+from mvd_lib.synthetic import synthetic_config  # noqa: E402
+from mvd_lib.tasks import encoder_from_run  # noqa: E402
+from mvd_lib.teachers import ImageTeacher  # noqa: E402
+from mvd_lib.videomae import videomae_encoder  # noqa: E402
+from mvd_lib.workflow import train_or_load  # noqa: E402
+
+# Laptop architectures beyond config.PRESETS: name -> (width, depth, heads)
+ARCHITECTURES: dict[str, tuple[int, int, int]] = {
+    "vit_w64d4": (64, 4, 2),
+    "vit_w96d4": (96, 4, 3),
+    "vit_w128d4": (128, 4, 4),
+    "vit_w192d4": (192, 4, 3),
+}
+
+
+def register_architectures() -> None:
+    """Add ARCHITECTURES to config.PRESETS (geometry comes from each run's ModelSpec)."""
+    for name, (width, depth, heads) in ARCHITECTURES.items():
+        if name not in model_config.PRESETS:
+            model_config.PRESETS[name] = model_config.ViTConfig(width=width, depth=depth, heads=heads,
+                                                                num_frames=16, img_size=32, patch_size=4,
+                                                                tubelet_size=2)
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """One teacher's pretraining: architecture, masking and budget."""
+
+    arch: str = "vit_micro"
+    mask_ratio: float = 0.75
+    epochs: int = 10
+    warmup_epochs: int = 1
+    batch_size: int = 256
+    lr: float = 1e-3  # base lr: the engine scales it by batch / 256
+    min_lr: float = 1e-5
+    count: int = 20000  # stills (image teacher) or pretraining clips (video teacher)
+
+
+@dataclass(frozen=True)
+class Design:
+    """A benchmark design and its teachers."""
+
+    synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticConfig overrides
+    patch_size: int = 8  # spatial patch (image and video: the same grid)
+    tubelet_size: int = 2
+    image: Teacher = Teacher()
+    video: Teacher = Teacher(mask_ratio=0.9, batch_size=64, lr=4e-3, count=2000)
+    num_train: int = 3000  # gate: probe training clips
+    num_eval: int = 2000  # gate: evaluation clips
+    note: str = ""
+
+
+_OBJECT = dict(height=32, width=32, frames=16)
+_SCENE = dict(height=32, width=32, frames=16, layout="scene", num_appearance=10,
+              motions=("right", "left", "down", "up", "orbit_cw", "orbit_ccw"))
+DESIGNS: dict[str, Design] = {
+    # plumbing check: seconds
+    "smoke": Design(synthetic=_OBJECT, image=Teacher(arch="vit_nano", epochs=1, warmup_epochs=0, count=256),
+                    video=Teacher(arch="vit_nano", mask_ratio=0.9, epochs=1, warmup_epochs=0, batch_size=32,
+                                  count=64), num_train=200, num_eval=100, note="plumbing check"),
+    # the current benchmark at the cheap 2x8x8 grid (128 tokens): a baseline
+    "object_p8": Design(synthetic=_OBJECT,
+                        image=Teacher(epochs=8, count=40000),
+                        video=Teacher(mask_ratio=0.9, epochs=20, warmup_epochs=2, batch_size=64, lr=4e-3,
+                                      count=2000),
+                        note="current benchmark (glyph object, held-out glyphs), 2x8x8 tubelets"),
+    # scene + actor: 10 static scene classes (appearance), a small mover (motion: 4 directions, 2 orbits)
+    "scene_a": Design(synthetic=_SCENE,
+                      image=Teacher(epochs=8, count=40000),
+                      video=Teacher(mask_ratio=0.9, epochs=20, warmup_epochs=2, batch_size=64, lr=4e-3, count=2000),
+                      note="scene layout, static scenes, 6 position-only motions, vit_micro teachers"),
+}
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def _overrides(design: Design, teacher: Teacher, verb: str) -> dict[str, Any]:
+    s = synthetic_config(**design.synthetic)
+    count_key = "data.num_images" if verb == "pretrain-image" else "data.num_clips"
+    return {
+        "model.preset": teacher.arch, "model.num_frames": s.frames, "model.img_size": s.height,
+        "model.patch_size": design.patch_size, "model.tubelet_size": design.tubelet_size,
+        "data.synthetic": s, count_key: teacher.count, "mask_ratio": teacher.mask_ratio,
+    }
+
+
+def teacher_run(verb: str, design: Design, root: Path):
+    teacher = design.image if verb == "pretrain-image" else design.video
+    cfg = recipes.preset(verb, "laptop", _overrides(design, teacher, verb))
+    optim = dataclasses.replace(cfg.optim, epochs=teacher.epochs, warmup_epochs=teacher.warmup_epochs,
+                                batch_size=teacher.batch_size, lr=teacher.lr, min_lr=teacher.min_lr)
+    cfg = dataclasses.replace(cfg, optim=optim)
+    return train_or_load(verb, cfg, root=root, progress=False)
+
+
+def encoders_of(design: Design, image_run, video_run) -> dict[str, torch.nn.Module]:
+    """The gate's four encoders: both teachers and random-init encoders of the same architectures."""
+    image = encoder_from_run(image_run.verb, image_run.config, image_run.model_path)
+    video = encoder_from_run(video_run.verb, video_run.config, video_run.model_path)
+    return {
+        "image_teacher": ImageTeacher(image, tubelet_size=design.tubelet_size),
+        "video_teacher": video,
+        "random_image": ImageTeacher(ImageViT(image_run.config.model.vit(), seed=image_run.config.seed),
+                                     tubelet_size=design.tubelet_size),
+        "random_video": videomae_encoder(video_run.config.model.vit(), seed=video_run.config.seed),
+    }
+
+
+def log_line(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_design(name: str, root: Path, log: Path, split: str = "val") -> dict[str, Any]:
+    design = DESIGNS[name]
+    register_architectures()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    log_line(f"design {name}: image teacher")
+    image_run = teacher_run("pretrain-image", design, root)
+    log_line(f"image teacher {image_run.dir.name}: {image_run.metrics.get('wall_time_s', 0):.0f} s, "
+             f"final loss {image_run.metrics.get('final_loss')}")
+    log_line(f"design {name}: video teacher")
+    video_run = teacher_run("pretrain-video", design, root)
+    log_line(f"video teacher {video_run.dir.name}: {video_run.metrics.get('wall_time_s', 0):.0f} s, "
+             f"final loss {video_run.metrics.get('final_loss')}")
+    start = time.perf_counter()
+    result = evaluate_gate(encoders_of(design, image_run, video_run), synthetic_config(**design.synthetic),
+                           num_train=design.num_train, num_eval=design.num_eval, split=split,
+                           tubelet_size=design.tubelet_size, log=log_line)
+    gate_s = time.perf_counter() - start
+    print(result.markdown(), flush=True)
+    entry = {
+        "design": name, "split": split, "passed": result.passed, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "settings": json.loads(json.dumps(dataclasses.asdict(design), default=str)),
+        "teachers": {kind: {"run": str(run.dir.relative_to(root)) if run.dir.is_relative_to(root) else str(run.dir),
+                            "wall_time_s": run.metrics.get("wall_time_s"), "steps": run.metrics.get("steps"),
+                            "final_loss": run.metrics.get("final_loss")}
+                     for kind, run in (("image", image_run), ("video", video_run))},
+        "gate_wall_time_s": gate_s, "threads": torch.get_num_threads(), "host": platform.node(),
+        "gate": result.to_dict(), "table": result.markdown(),
+    }
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("designs", nargs="*", help="design names (see --list)")
+    parser.add_argument("--root", type=Path, default=ROOT / "runs" / "search", help="runs folder")
+    parser.add_argument("--log", type=Path, default=ROOT / "runs" / "benchmark_search.jsonl", help="JSON-lines log")
+    parser.add_argument("--split", default="val", choices=("val", "test"), help="gate evaluation split")
+    parser.add_argument("--list", action="store_true", help="list the designs and exit")
+    args = parser.parse_args(argv)
+    if args.list or not args.designs:
+        for name, d in DESIGNS.items():
+            print(f"{name}: {d.note}")
+        return 0
+    unknown = [d for d in args.designs if d not in DESIGNS]
+    if unknown:
+        parser.error(f"unknown design(s) {unknown}; choose from {sorted(DESIGNS)}")
+    for name in args.designs:
+        run_design(name, args.root, args.log, args.split)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
