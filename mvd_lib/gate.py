@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from mvd_lib.mae import ImageViT
-from mvd_lib.probe import DEFAULT_C_GRID, Features, extract_features, fit_probe
+from mvd_lib.probe import DEFAULT_C_GRID, Features, encoder_tokens, extract_features, fit_probe, token_grid
 from mvd_lib.synthetic import EVAL_SPLITS, SyntheticClips, SyntheticConfig
 from mvd_lib.teachers import ImageTeacher
 
@@ -159,6 +159,43 @@ def cross_frame_similarity(slots: np.ndarray) -> float:
     return float(gram[:, off].mean())
 
 
+def token_cross_frame_similarity(tokens: np.ndarray) -> float:
+    """The same at each token position: `tokens: [N, T', S, D]` (S = H' W' positions per time slot).
+
+    Each (slot, position)'s dataset-mean feature is subtracted, then the cosine between the features of one
+    position at two different time slots of the same clip is averaged over slot pairs, positions and clips.
+    Unlike the slot means, this sees local change: an object passing through a position lowers it."""
+    x = np.asarray(tokens, dtype=np.float64)
+    if x.ndim != 4 or x.shape[1] < 2:
+        raise ValueError(f"tokens must be [N, T', S, D] with T' >= 2, got shape {x.shape}")
+    x = x - x.mean(axis=0, keepdims=True)
+    x = x / np.maximum(np.linalg.norm(x, axis=3, keepdims=True), 1e-12)
+    gram = np.einsum("ntsd,nusd->nstu", x, x)  # [N, S, T', T']
+    t = x.shape[1]
+    off = ~np.eye(t, dtype=bool)
+    return float(gram[:, :, off].mean())
+
+
+@torch.no_grad()
+def encoder_token_similarity(encoder: nn.Module, dataset: Any, num_clips: int = 256, batch_size: int = 32,
+                             device: str | torch.device | None = None) -> float:
+    """`token_cross_frame_similarity` of a frozen encoder's output tokens on the first `num_clips` clips."""
+    was_training = encoder.training
+    encoder.eval()
+    dev = device or next(encoder.parameters()).device
+    chunks = []
+    try:
+        n = min(num_clips, len(dataset))
+        for start in range(0, n, batch_size):
+            video = torch.stack([dataset[i]["video"] for i in range(start, min(n, start + batch_size))]).to(dev)
+            tokens = encoder_tokens(encoder, video).float().cpu()  # [B, N, D]
+            t, h, w = token_grid(encoder, video.shape[2])
+            chunks.append(tokens.reshape(len(video), t, h * w, -1).numpy())
+    finally:
+        encoder.train(was_training)
+    return token_cross_frame_similarity(np.concatenate(chunks))
+
+
 def time_slots(features: Features) -> np.ndarray:
     """Per-time-slot features [N, T', D] from "time"-pooled Features (the mean of each slot's tokens)."""
     if features.pooling != "time" or features.grid is None:
@@ -179,6 +216,7 @@ class GateResult:
     num_eval: int = 0
     chance: dict[str, float] = field(default_factory=dict)  # task -> 100 / classes
     similarity: dict[str, float] = field(default_factory=dict)  # encoder -> cross_frame_similarity (eval split)
+    token_similarity: dict[str, float] = field(default_factory=dict)  # encoder -> token_cross_frame_similarity
     seconds: dict[str, float] = field(default_factory=dict)  # encoder -> extraction + probe wall time
     details: dict[str, Any] = field(default_factory=dict)  # probe settings (chosen C, train accuracy, ...)
 
@@ -200,13 +238,17 @@ class GateResult:
         readouts = self.readouts
         head = ["encoder"] + [f"{t} ({r})" for t in tasks for r in readouts]
         if self.similarity:
-            head.append("cross-frame cos")
+            head.append("cross-frame cos (slots)")
+        if self.token_similarity:
+            head.append("cross-frame cos (tokens)")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, by_task in self.rows.items():
             cells = [name] + [by_task[t][r].text() if r in by_task.get(t, {}) else "" for t in tasks
                               for r in readouts]
             if self.similarity:
                 cells.append(f"{self.similarity[name]:.2f}" if name in self.similarity else "")
+            if self.token_similarity:
+                cells.append(f"{self.token_similarity[name]:.2f}" if name in self.token_similarity else "")
             lines.append("| " + " | ".join(cells) + " |")
         chance = ", ".join(f"{t} {c:.1f}" for t, c in self.chance.items())
         lines.append("")
@@ -223,6 +265,7 @@ class GateResult:
             "rows": {e: {t: {r: {"acc": s.acc, "se": s.se, "n": s.n} for r, s in by_r.items()}
                          for t, by_r in by_t.items()} for e, by_t in self.rows.items()},
             "checks": [c.to_dict() for c in self.checks], "similarity": self.similarity,
+            "token_similarity": self.token_similarity,
             "seconds": self.seconds, "details": self.details,
         }
 
@@ -259,8 +302,9 @@ def gate_from_features(features: Mapping[str, tuple[dict[str, Features], dict[st
             similarity[name] = cross_frame_similarity(time_slots(evaluation["time"]))
         seconds[name] = time.perf_counter() - start
     ordered = {e: rows[e] for e in list(ENCODERS) + [e for e in rows if e not in ENCODERS]}
-    return GateResult(ordered, decide(ordered, margin=margin), split, num_train, num_eval, chance, similarity,
-                      seconds, {"probes": details, "grids": grids})
+    return GateResult(ordered, decide(ordered, margin=margin), split=split, num_train=num_train,
+                      num_eval=num_eval, chance=chance, similarity=similarity, seconds=seconds,
+                      details={"probes": details, "grids": grids})
 
 
 def _as_video_reader(encoder: nn.Module, tubelet_size: int) -> nn.Module:
@@ -289,14 +333,17 @@ def evaluate_gate(encoders: Mapping[str, nn.Module], synthetic_cfg: SyntheticCon
     evaluation = SyntheticClips(split, num_eval, synthetic_cfg, cache=True).materialize(progress=progress)
     features: dict[str, tuple[dict[str, Features], dict[str, Features]]] = {}
     extract_seconds: dict[str, float] = {}
+    token_similarity: dict[str, float] = {}
     for name, encoder in encoders.items():
         start = time.perf_counter()
         model = _as_video_reader(encoder, tubelet_size)
         kw = dict(poolings=READOUTS, batch_size=batch_size, device=device, progress=progress)
         features[name] = (extract_features(model, train, **kw), extract_features(model, evaluation, **kw))
+        token_similarity[name] = encoder_token_similarity(model, evaluation, device=device)
         extract_seconds[name] = time.perf_counter() - start
         if log is not None:
             log(f"gate: features of {name} in {extract_seconds[name]:.0f} s")
     result = gate_from_features(features, c_grid=c_grid, seed=seed, split=split)
     result.seconds = {n: extract_seconds[n] + result.seconds.get(n, 0.0) for n in extract_seconds}
+    result.token_similarity = token_similarity
     return result

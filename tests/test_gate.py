@@ -111,7 +111,7 @@ def test_markdown_and_json():
                           chance={"appearance": 10.0, "motion": 100 / 6},
                           similarity={name: 0.5 for name in G.ENCODERS})
     text = result.markdown()
-    assert "| encoder | appearance (mean) | appearance (time) | motion (mean) | motion (time) | cross-frame cos |" in text
+    assert "| encoder | appearance (mean) | appearance (time) | motion (mean) | motion (time) | cross-frame cos (slots) |" in text
     assert f"| image_teacher | 60.0 ± {G.binomial_se(60.0, 1000):.1f} |" in text
     assert "gate: PASS" in text and text.count("- PASS") == 4
     data = json.loads(json.dumps(result.to_dict()))
@@ -134,6 +134,17 @@ def test_cross_frame_similarity_known_answers():
     assert G.cross_frame_similarity(mixed) == pytest.approx(0.5, abs=0.05)
     with pytest.raises(ValueError):
         G.cross_frame_similarity(rng.normal(size=(n, 1, d)))
+
+
+def test_token_cross_frame_similarity_known_answers():
+    rng = np.random.default_rng(0)
+    n, t, s, d = 300, 4, 3, 16
+    per_position = rng.normal(size=(n, 1, s, d))  # constant over time at each position
+    assert G.token_cross_frame_similarity(per_position + rng.normal(size=(1, t, s, d))) == pytest.approx(1.0)
+    assert abs(G.token_cross_frame_similarity(rng.normal(size=(n, t, s, d)))) < 0.03
+    # a clip-level constant shared by all positions, but the positions themselves change: 1/2 shared variance
+    shared = rng.normal(size=(n, 1, 1, d))
+    assert G.token_cross_frame_similarity(shared + rng.normal(size=(n, t, s, d))) == pytest.approx(0.5, abs=0.05)
 
 
 # ---------------------------------------------------------------------------------------------- probes
@@ -210,8 +221,8 @@ def test_evaluate_gate_end_to_end_on_nano_encoders():
         for scores in by_task.values():
             assert set(scores) == {"mean", "time"} and all(s.n == 20 for s in scores.values())
     assert len(result.checks) == 4 and result.num_train == 40 and result.split == "val"
-    assert set(result.similarity) == set(G.ENCODERS)
-    assert all(-1.0 <= v <= 1.0 for v in result.similarity.values())
+    assert set(result.similarity) == set(G.ENCODERS) == set(result.token_similarity)
+    assert all(-1.0 <= v <= 1.0 for v in [*result.similarity.values(), *result.token_similarity.values()])
     # a bare image encoder reads the front frame of each tubelet: 4 time slots, like the video encoders
     assert result.details["grids"] == {name: (4, 4, 4) for name in G.ENCODERS}
     with pytest.raises(ValueError, match="val"):
