@@ -108,6 +108,9 @@ MOTIONS: dict[str, Motion] = {m.name: m for m in [
 ]}
 DEFAULT_MOTIONS: tuple[str, ...] = ("right", "left", "down", "up", "orbit_cw", "orbit_ccw",
                                     "grow", "shrink", "fade_in", "fade_out")
+# motions of the object's path only: every frame, and every time-ordered sequence of per-frame statistics,
+# has the same law for all of them; only how consecutive frames relate tells them apart
+PATH_MOTIONS: tuple[str, ...] = ("right", "left", "down", "up", "orbit_cw", "orbit_ccw")
 
 APPEARANCES: tuple[str, ...] = tuple(f"digit_{d}" for d in range(10)) + (
     "L", "F", "arrow", "triangle", "flag", "crescent")
@@ -875,6 +878,28 @@ def frame_features(video: np.ndarray) -> np.ndarray:
     fourier = np.stack([spec[:, ky % H, kx % W] for ky, kx in modes], 1)
     grid = grey.reshape(Tn, 4, H // 4, 4, W // 4).mean((2, 4)).reshape(Tn, 16)
     return np.concatenate([mean, std, tensor, fourier, grid], 1).astype(np.float32)
+
+
+def step_features(video: np.ndarray) -> np.ndarray:
+    """Frame-ORDER statistics of uint8 `video: [T, H, W, 3]` -> `[T - 2, 3]`: for each step, the shift (dx, dy)
+    in px (torus-wrapped) that best aligns consecutive frame differences D_t = F_{t+1} - F_t and D_{t+1}
+    (circular cross-correlation peak: a static scene cancels, a moving object's displacement remains), and the
+    turn dx_t dy_{t+1} - dy_t dx_{t+1} between successive shifts. Computed on a shuffled frame order these
+    carry no motion; that contrast is what the tests use to show the label lives in the order."""
+    x = video.astype(np.float32).mean(-1) / 255.0  # [T, H, W] grey
+    Tn, H, W = x.shape
+    if Tn < 3:
+        raise ValueError(f"step_features needs at least 3 frames, got {Tn}")
+    d = np.diff(x, axis=0)  # [T-1, H, W]
+    f = np.fft.rfft2(d)
+    corr = np.fft.irfft2(f[1:] * np.conj(f[:-1]), s=(H, W))  # [T-2, H, W]: peak at D_{t+1}'s shift from D_t
+    peak = corr.reshape(len(corr), -1).argmax(1)
+    dy, dx = np.unravel_index(peak, (H, W))
+    dy = (dy + H // 2) % H - H // 2
+    dx = (dx + W // 2) % W - W // 2
+    turn = np.zeros(len(dx), dtype=np.float32)
+    turn[:-1] = dx[:-1] * dy[1:] - dy[:-1] * dx[1:]
+    return np.stack([dx, dy, turn], 1).astype(np.float32)
 
 
 def generation_throughput(cfg: SyntheticConfig = SyntheticConfig(), num_clips: int = 300,

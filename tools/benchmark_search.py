@@ -105,6 +105,25 @@ DESIGNS: dict[str, Design] = {
                       image=Teacher(epochs=8, count=40000),
                       video=Teacher(mask_ratio=0.9, epochs=20, warmup_epochs=2, batch_size=64, lr=4e-3, count=2000),
                       note="scene layout, static scenes, 6 position-only motions, vit_micro teachers"),
+    # the video teacher's masking on a 4x4 spatial grid: 0.9 leaves 2 of 16 positions visible
+    "scene_a_m75": Design(synthetic=_SCENE, image=Teacher(epochs=8, count=40000),
+                          video=Teacher(mask_ratio=0.75, epochs=30, warmup_epochs=2, batch_size=64, lr=4e-3,
+                                        count=2000),
+                          note="scene_a, video mask 0.75, 30 epochs"),
+    "scene_a_m50": Design(synthetic=_SCENE, image=Teacher(epochs=8, count=40000),
+                          video=Teacher(mask_ratio=0.5, epochs=30, warmup_epochs=2, batch_size=64, lr=4e-3,
+                                        count=2000),
+                          note="scene_a, video mask 0.5, 30 epochs"),
+    # the video teacher's pixel loss sits on the predict-zero plateau (0.99) for hundreds of steps: more steps
+    "scene_a_long": Design(synthetic=_SCENE, image=Teacher(epochs=8, count=40000),
+                           video=Teacher(mask_ratio=0.75, epochs=40, warmup_epochs=2, batch_size=32, lr=8e-3,
+                                         count=2000),
+                           note="scene_a, video mask 0.75, batch 32, 2500 steps"),
+    # a bigger mover (the glyph object's 16 px, which gave the video teacher motion features in object_p8)
+    "scene_b": Design(synthetic={**_SCENE, "object_size": 16.0, "noise": 0.0},
+                      image=Teacher(epochs=12, count=40000),
+                      video=Teacher(mask_ratio=0.9, epochs=20, warmup_epochs=2, batch_size=64, lr=4e-3, count=2000),
+                      note="scene layout, 16 px mover, no pixel noise"),
 }
 
 
@@ -179,6 +198,28 @@ def run_design(name: str, root: Path, log: Path, split: str = "val") -> dict[str
     return entry
 
 
+def report(log: Path) -> str:
+    """Markdown of every logged gate run: design, settings, teacher wall times, the gate table."""
+    out = []
+    for line in log.read_text().splitlines():
+        e = json.loads(line)
+        d, t = e["settings"], e["teachers"]
+        img, vid = d["image"], d["video"]
+        out.append(f"### {e['design']} ({e['split']}, {e['time']})\n")
+        if d.get("note"):
+            out.append(f"{d['note']}.\n")
+        out.append(f"- benchmark: `{json.dumps(d['synthetic'])}`; patch {d['patch_size']}, tubelet {d['tubelet_size']}")
+        for kind, cfg in (("image", img), ("video", vid)):
+            what = "stills" if kind == "image" else "clips"
+            out.append(f"- {kind} teacher: {cfg['arch']}, mask {cfg['mask_ratio']}, {cfg['count']} {what} x "
+                       f"{cfg['epochs']} epochs (warmup {cfg['warmup_epochs']}), batch {cfg['batch_size']}, "
+                       f"base lr {cfg['lr']:g}: {t[kind]['steps']} steps, {t[kind]['wall_time_s']:.0f} s, "
+                       f"final loss {t[kind]['final_loss']:.3f}")
+        out.append(f"- gate: {e['gate_wall_time_s']:.0f} s; {e['threads']} thread(s)\n")
+        out.append(e["table"] + "\n")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("designs", nargs="*", help="design names (see --list)")
@@ -186,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, default=ROOT / "runs" / "benchmark_search.jsonl", help="JSON-lines log")
     parser.add_argument("--split", default="val", choices=("val", "test"), help="gate evaluation split")
     parser.add_argument("--list", action="store_true", help="list the designs and exit")
+    parser.add_argument("--report", action="store_true", help="print the log as markdown and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(args.log))
+        return 0
     if args.list or not args.designs:
         for name, d in DESIGNS.items():
             print(f"{name}: {d.note}")
