@@ -143,6 +143,8 @@ class SyntheticConfig:
     object_size: float | None = None  # glyph box side in px at mid-clip; None: short side / 2 (object layout)
     # or / 4 (scene layout's mover)
     drift: float = 0.0  # scene layout: the scene pans at this many px/frame in a random direction
+    moving: Literal["object", "scene"] = "object"  # what the motion label moves: the object(s), or (scene
+    # layout, path motions only) the whole scene, like a camera that pans or circles; objects then stay put
     scene_frequency: tuple[float, float] = (2.0, 4.0)  # scene layout: pattern cycles per frame side (range)
     num_objects: int = 1  # objects per clip; they share the clip's appearance and motion labels
     bg_amplitude: float = 0.12  # peak deviation of the smooth background from its base colour (0..1 scale)
@@ -184,8 +186,15 @@ class SyntheticConfig:
             raise ValueError(f"speed must be >= 0, got {self.speed}")
         if self.object_size is not None and self.object_size <= 0:
             raise ValueError(f"object_size must be > 0, got {self.object_size}")
-        if self.num_objects < 1 or self.jitter >= 1 or self.image_variety < 1:
-            raise ValueError("need num_objects >= 1, jitter < 1 and image_variety >= 1")
+        if self.num_objects < (1 if self.layout == "object" else 0) or self.jitter >= 1 or self.image_variety < 1:
+            raise ValueError("need num_objects >= 1 (>= 0 in the scene layout), jitter < 1 and image_variety >= 1")
+        if self.moving not in ("object", "scene"):
+            raise ValueError(f"moving must be 'object' or 'scene', got {self.moving!r}")
+        if self.moving == "scene":
+            factors = [m for m in self.motions if MOTIONS[m].factor]
+            if self.layout != "scene" or factors:
+                raise ValueError("moving='scene' needs layout='scene' and path motions only "
+                                 f"(no rotation, scale or opacity classes; got {factors or self.layout})")
 
     @property
     def speed_px(self) -> float:
@@ -364,6 +373,8 @@ class SceneSpec:
     centre: tuple[float, float]  # rings: centre in px
     blob_waves: np.ndarray = field(repr=False)  # blobs: [K, 3] (kx, ky, phase in cycles)
     drift: tuple[float, float] = (0.0, 0.0)  # (dx, dy) px/frame, centred on the clip midpoint
+    speed: float = 0.0  # px/frame along the motion class's path (moving="scene")
+    orbit_phase: float = 0.0  # radians, where on its circle an orbiting scene is at the midpoint
 
 
 @dataclass(frozen=True)
@@ -444,8 +455,10 @@ def _sample_scene(rng: np.random.Generator, kind: int, cfg: SyntheticConfig, sti
     angle = rng.uniform(0, 2 * math.pi)
     if not still and cfg.drift > 0:
         drift = (cfg.drift * math.cos(angle), cfg.drift * math.sin(angle))
+    speed = float(cfg.speed_px * (1 + rng.uniform(-cfg.jitter, cfg.jitter)))
+    orbit_phase = float(rng.uniform(0, 2 * math.pi))
     return SceneSpec(kind, tuple(float(c) for c in c1), tuple(float(c) for c in c2), k1, k2, phase, sharpness,
-                     param, centre, blob, drift)
+                     param, centre, blob, drift, speed, orbit_phase)
 
 
 def _sample_object(rng: np.random.Generator, cfg: SyntheticConfig, pool: np.ndarray, c1: np.ndarray,
@@ -531,6 +544,23 @@ def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
 # ----------------------------------------------------------------------------------------------------------
 # rendering (vectorized numpy over [T, H, W])
 # ----------------------------------------------------------------------------------------------------------
+def _path(motion: Motion | None, speed: float, orbit_phase: float, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame offset (dx, dy) in px, each [T], of something following `motion`'s path (translation or
+    orbit; zero for factor motions and None), centred on the clip midpoint: a translation passes its mid-clip
+    position at the midpoint, an orbit runs a full circle of circumference T * speed around it."""
+    t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2
+    dx, dy = np.zeros(frames), np.zeros(frames)
+    if motion is None or motion.factor:
+        return dx, dy
+    if motion.orbit:
+        omega = 2 * math.pi / frames  # one full turn per T frames
+        radius = speed / omega  # so that the path covers `speed` px per frame (chord ~ arc)
+        phi = orbit_phase + motion.orbit * omega * t
+        return radius * np.cos(phi), radius * np.sin(phi)
+    prof = {"linear": t, "move_stop": np.minimum(t, 0), "stop_move": np.maximum(t, 0)}[motion.profile]
+    return motion.direction[0] * speed * prof, motion.direction[1] * speed * prof
+
+
 def _trajectory(obj: ObjectSpec, motion: Motion | None, cfg: SyntheticConfig, frames: int):
     """Per-frame (cx, cy, angle_rad, box_px, opacity), each [T]."""
     t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2  # centred on the midpoint
@@ -543,16 +573,9 @@ def _trajectory(obj: ObjectSpec, motion: Motion | None, cfg: SyntheticConfig, fr
             driven = motion.sign * tau
             rot, scale, opac = (driven if f == motion.factor else x
                                 for f, x in zip(("rotation", "scale", "opacity"), (rot, scale, opac)))
-        elif motion.orbit:
-            omega = 2 * math.pi / frames  # one full turn per T frames
-            radius = obj.speed / omega  # so that the object covers `speed` px per frame (chord ~ arc)
-            phi = obj.orbit_phase + motion.orbit * omega * t
-            cx = cx + radius * np.cos(phi)
-            cy = cy + radius * np.sin(phi)
-        elif motion.direction != (0.0, 0.0):
-            prof = {"linear": t, "move_stop": np.minimum(t, 0), "stop_move": np.maximum(t, 0)}[motion.profile]
-            cx = cx + motion.direction[0] * obj.speed * prof
-            cy = cy + motion.direction[1] * obj.speed * prof
+        else:
+            dx, dy = _path(motion, obj.speed, obj.orbit_phase, frames)
+            cx, cy = cx + dx, cy + dy
     angle = np.deg2rad(obj.angle + cfg.rotation * rot)
     box = cfg.object_px * np.exp(obj.log_scale + math.log(cfg.growth) * scale)
     opacity = np.clip(obj.opacity + cfg.fade * opac, 0.0, 1.0)
@@ -578,14 +601,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def scene_weight(scene: SceneSpec, cfg: SyntheticConfig, frames: int) -> np.ndarray:
-    """Pattern weight in [0, 1] of the scene colour: `[T, H, W]` (T = 1 for a scene that does not drift)."""
+def scene_weight(scene: SceneSpec, cfg: SyntheticConfig, frames: int, motion: Motion | None = None) -> np.ndarray:
+    """Pattern weight in [0, 1] of the scene colour: `[T, H, W]` (T = 1 for a scene that does not move). The
+    scene moves by its drift and, when cfg.moving == "scene", along `motion`'s path."""
     H, W = cfg.height, cfg.width
-    t = np.arange(frames, dtype=np.float32) - (frames - 1) / 2  # centred on the midpoint
-    if scene.drift == (0.0, 0.0):
-        t = t[:1] * 0
-    xs = (np.arange(W, dtype=np.float32) + 0.5)[None, None, :] - np.float32(scene.drift[0]) * t[:, None, None]
-    ys = (np.arange(H, dtype=np.float32) + 0.5)[None, :, None] - np.float32(scene.drift[1]) * t[:, None, None]
+    t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2  # centred on the midpoint
+    ox, oy = scene.drift[0] * t, scene.drift[1] * t
+    if cfg.moving == "scene":
+        px, py = _path(motion, scene.speed, scene.orbit_phase, frames)
+        ox, oy = ox + px, oy + py
+    if not (np.any(ox) or np.any(oy)):
+        ox, oy = ox[:1], oy[:1]
+    xs = (np.arange(W, dtype=np.float32) + 0.5)[None, None, :] - ox.astype(np.float32)[:, None, None]
+    ys = (np.arange(H, dtype=np.float32) + 0.5)[None, :, None] - oy.astype(np.float32)[:, None, None]
 
     def cycles(k: tuple[int, int], phase: float) -> np.ndarray:  # [T, H, W] position along k, in cycles
         return k[0] * xs / W + k[1] * ys / H + np.float32(phase)
@@ -633,19 +661,20 @@ def render(spec: ClipSpec, cfg: SyntheticConfig) -> np.ndarray:
     for kx, ky, ph, ar, ag, ab in spec.bg_waves:
         wave = np.sin(2 * np.pi * (kx * xs[None, :] / W + ky * ys[:, None] / H) + ph).astype(np.float32)
         bg += wave[..., None] * np.asarray([ar, ag, ab], dtype=np.float32)
+    motion = MOTIONS[cfg.motions[spec.motion]] if spec.motion >= 0 else None
     if spec.scene is not None:  # the scene replaces the base colour; the smooth waves stay as shading
         sc = spec.scene
         base = np.asarray(sc.colour2, dtype=np.float32)
-        weight = scene_weight(sc, cfg, Tn)[..., None]  # [T or 1, H, W, 1]
+        weight = scene_weight(sc, cfg, Tn, motion)[..., None]  # [T or 1, H, W, 1]
         bg = bg - np.asarray(spec.bg_colour, dtype=np.float32) + base + weight * (
             np.asarray(sc.colour, dtype=np.float32) - base)
     out = np.broadcast_to(bg, (Tn, H, W, 3)).copy()
 
     bank = glyph_bank()
     P = GLYPH_RES + 2 * _PAD
-    motion = MOTIONS[cfg.motions[spec.motion]] if spec.motion >= 0 else None
+    object_motion = motion if cfg.moving == "object" else None  # a moving scene leaves the objects in place
     for obj in spec.objects:
-        cx, cy, ang, box, alpha = (a.astype(np.float32) for a in _trajectory(obj, motion, cfg, Tn))
+        cx, cy, ang, box, alpha = (a.astype(np.float32) for a in _trajectory(obj, object_motion, cfg, Tn))
         # offsets from the object centre on the torus: dx [T, 1, W], dy [T, H, 1]
         dx = (xs[None, None, :] - cx[:, None, None] + W / 2) % W - W / 2
         dy = (ys[None, :, None] - cy[:, None, None] + H / 2) % H - H / 2

@@ -164,18 +164,52 @@ def log_line(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_design(name: str, root: Path, log: Path, split: str = "val") -> dict[str, Any]:
+def motion_precheck(design: Design, video_run, num_train: int = 1500, num_eval: int = 1000) -> dict[str, Any]:
+    """Cheap early stop: is the video teacher above its random floor on motion (time pooling, val split)?"""
+    from mvd_lib.gate import Score, binomial_se  # noqa: F401
+    from mvd_lib.probe import extract_features, fit_probe
+    from mvd_lib.synthetic import SyntheticClips
+
+    cfg = synthetic_config(**design.synthetic)
+    train = SyntheticClips("train", num_train, cfg, cache=True).materialize(progress=False)
+    val = SyntheticClips("val", num_eval, cfg, cache=True).materialize(progress=False)
+    out = {}
+    encoders = {"video_teacher": encoder_from_run(video_run.verb, video_run.config, video_run.model_path),
+                "random_video": videomae_encoder(video_run.config.model.vit(), seed=video_run.config.seed)}
+    for name, enc in encoders.items():
+        tr = extract_features(enc, train, ("time",), batch_size=64, progress=False)["time"]
+        ev = extract_features(enc, val, ("time",), batch_size=64, progress=False)["time"]
+        out[name] = fit_probe(tr.select("motion"), ev.select("motion"), seed=0).top1
+    a, b = Score(out["video_teacher"], num_eval), Score(out["random_video"], num_eval)
+    z = (a.acc - b.acc) / max(1e-9, (a.se**2 + b.se**2) ** 0.5)
+    return {**out, "z": z, "passed": z > 3.0, "num_train": num_train, "num_eval": num_eval}
+
+
+def run_design(name: str, root: Path, log: Path, split: str = "val", motion_check: bool = False) -> dict[str, Any]:
     design = DESIGNS[name]
     register_architectures()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    log_line(f"design {name}: image teacher")
-    image_run = teacher_run("pretrain-image", design, root)
-    log_line(f"image teacher {image_run.dir.name}: {image_run.metrics.get('wall_time_s', 0):.0f} s, "
-             f"final loss {image_run.metrics.get('final_loss')}")
     log_line(f"design {name}: video teacher")
     video_run = teacher_run("pretrain-video", design, root)
     log_line(f"video teacher {video_run.dir.name}: {video_run.metrics.get('wall_time_s', 0):.0f} s, "
              f"final loss {video_run.metrics.get('final_loss')}")
+    if motion_check:
+        check = motion_precheck(design, video_run)
+        log_line(f"motion pre-check (val, time pooling): {check}")
+        if not check["passed"]:
+            entry = {"design": name, "split": "val", "passed": False, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "settings": json.loads(json.dumps(dataclasses.asdict(design), default=str)),
+                     "video_teacher": {"run": video_run.dir.name, "wall_time_s": video_run.metrics.get("wall_time_s"),
+                                       "steps": video_run.metrics.get("steps"),
+                                       "final_loss": video_run.metrics.get("final_loss")},
+                     "motion_precheck": check}
+            with open(log, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            return entry
+    log_line(f"design {name}: image teacher")
+    image_run = teacher_run("pretrain-image", design, root)
+    log_line(f"image teacher {image_run.dir.name}: {image_run.metrics.get('wall_time_s', 0):.0f} s, "
+             f"final loss {image_run.metrics.get('final_loss')}")
     start = time.perf_counter()
     result = evaluate_gate(encoders_of(design, image_run, video_run), synthetic_config(**design.synthetic),
                            num_train=design.num_train, num_eval=design.num_eval, split=split,
@@ -203,6 +237,20 @@ def report(log: Path) -> str:
     out = []
     for line in log.read_text().splitlines():
         e = json.loads(line)
+        if "motion_precheck" in e:
+            d, v, c = e["settings"], e["settings"]["video"], e["motion_precheck"]
+            vt = e["video_teacher"]
+            out.append(f"### {e['design']} (val, {e['time']}): stopped after the video teacher\n")
+            if d.get("note"):
+                out.append(f"{d['note']}.\n")
+            out.append(f"- benchmark: `{json.dumps(d['synthetic'])}`; patch {d['patch_size']}, tubelet {d['tubelet_size']}")
+            out.append(f"- video teacher: {v['arch']}, mask {v['mask_ratio']}, {v['count']} clips x {v['epochs']} "
+                       f"epochs (warmup {v['warmup_epochs']}), batch {v['batch_size']}, base lr {v['lr']:g}: "
+                       f"{vt['steps']} steps, {vt['wall_time_s']:.0f} s, final loss {vt['final_loss']:.3f}")
+            out.append(f"- motion, time pooling, {c['num_eval']} val clips (probes fit on {c['num_train']}): video "
+                       f"teacher {c['video_teacher']:.1f}, random video encoder {c['random_video']:.1f} "
+                       f"({c['z']:+.1f} se): stopped\n")
+            continue
         d, t = e["settings"], e["teachers"]
         img, vid = d["image"], d["video"]
         out.append(f"### {e['design']} ({e['split']}, {e['time']})\n")
@@ -228,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val", choices=("val", "test"), help="gate evaluation split")
     parser.add_argument("--list", action="store_true", help="list the designs and exit")
     parser.add_argument("--report", action="store_true", help="print the log as markdown and exit")
+    parser.add_argument("--motion-check", action="store_true",
+                        help="train the video teacher first and stop unless it beats its floor on motion")
     args = parser.parse_args(argv)
     if args.report:
         print(report(args.log))
@@ -240,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown design(s) {unknown}; choose from {sorted(DESIGNS)}")
     for name in args.designs:
-        run_design(name, args.root, args.log, args.split)
+        run_design(name, args.root, args.log, args.split, args.motion_check)
     return 0
 
 
