@@ -284,6 +284,13 @@ DEFAULT_MOTIONS: tuple[str, ...] = ("right", "left", "down", "up", "orbit_cw", "
 APPEARANCES: tuple[str, ...] = tuple(f"digit_{d}" for d in range(10)) + (
     "L", "F", "arrow", "triangle", "flag", "crescent")
 TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker", "gradient")
+# motions of a path only: every frame, and every time-ordered sequence of per-frame statistics, has the same
+# law for all of them; only how consecutive frames relate tells them apart
+PATH_MOTIONS: tuple[str, ...] = ("right", "left", "down", "up", "orbit_cw", "orbit_ccw")
+# scene classes of the "scene" layout: periodic two-colour patterns filling the frame
+SCENES: tuple[str, ...] = ("stripes", "checker", "dots", "grid", "zigzag", "waves", "rings", "blobs", "bricks",
+                           "plain")
+LAYOUTS: tuple[str, ...] = ("object", "scene")
 
 
 @dataclass(frozen=True)
@@ -294,13 +301,21 @@ class SyntheticConfig:
     frames: int = 16  # T, frames per clip
     height: int = 32  # H, frame height in pixels
     width: int = 32  # W, frame width in pixels
-    num_appearance: int = 16  # appearance classes: the first n of APPEARANCES (10 digits, then 6 shapes)
+    layout: Literal["object", "scene"] = "object"  # what carries appearance: the moving object's glyph, or
+    # a static background scene class (SCENES) with a small unlabeled mover carrying the motion
+    num_appearance: int = 16  # appearance classes: the first n of APPEARANCES (object: 10 digits, then 6
+    # shapes) or of SCENES (scene)
     motions: tuple[str, ...] = DEFAULT_MOTIONS  # motion classes (names from MOTIONS), label = position here
     speed: float | None = None  # translation speed in px/frame; None: short side / 16 (2 px/frame at 32 px)
     rotation: float = 120.0  # degrees turned over the clip by the optional rotate_cw/ccw (+-60 at the ends)
     growth: float = 2.0  # size ratio last/first frame for grow (shrink: its inverse)
     fade: float = 0.5  # opacity change over the clip for fade_in/out (0.5 -> 1.0 around a 0.75 midpoint)
-    object_size: float | None = None  # glyph box side in px at mid-clip; None: short side / 2 (16 px at 32)
+    object_size: float | None = None  # glyph box side in px at mid-clip; None: short side / 2 (object layout)
+    # or / 4 (scene layout's mover)
+    drift: float = 0.0  # scene layout: the scene pans at this many px/frame in a random direction
+    moving: Literal["object", "scene"] = "object"  # what the motion label moves: the object(s), or (scene
+    # layout, path motions only) the whole scene, like a camera that pans or circles; objects then stay put
+    scene_frequency: tuple[float, float] = (2.0, 4.0)  # scene layout: pattern cycles per frame side (range)
     num_objects: int = 1  # objects per clip; they share the clip's appearance and motion labels
     bg_amplitude: float = 0.12  # peak deviation of the smooth background from its base colour (0..1 scale)
     noise: float = 0.01  # std of i.i.d. per-pixel Gaussian noise (0..1 scale)
@@ -313,21 +328,33 @@ class SyntheticConfig:
         object.__setattr__(self, "motions", tuple(self.motions))  # accept lists (e.g. from JSON)
         _require(self.frames >= 1 and self.height >= 8 and self.width >= 8,
                  f"need frames >= 1 and height, width >= 8; got {self.frames}x{self.height}x{self.width}")
-        _require(2 <= self.num_appearance <= len(APPEARANCES),
-                 f"num_appearance must be in [2, {len(APPEARANCES)}], got {self.num_appearance}")
+        _require(self.layout in LAYOUTS, f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        classes = APPEARANCES if self.layout == "object" else SCENES
+        _require(2 <= self.num_appearance <= len(classes),
+                 f"num_appearance must be in [2, {len(classes)}] for the {self.layout} layout, got {self.num_appearance}")
+        object.__setattr__(self, "scene_frequency", tuple(float(f) for f in self.scene_frequency))
+        lo, hi = self.scene_frequency
+        _require(1.0 <= lo <= hi, f"scene_frequency must be a range (lo, hi) with 1 <= lo <= hi, "
+                                  f"got {self.scene_frequency}")
         unknown = [m for m in self.motions if m not in MOTIONS]
         _require(not unknown, f"unknown motion(s) {unknown}; choose from {sorted(MOTIONS)}")
         _require(len(set(self.motions)) == len(self.motions) >= 2,
                  f"motions must be at least 2 distinct names, got {self.motions}")
         missing = sorted({MOTIONS[m].twin for m in self.motions} - set(self.motions))
         _require(not missing, f"every motion needs its time-reversed twin in the set; missing {missing}")
-        for name in ("rotation", "fade", "bg_amplitude", "noise", "jitter"):
+        for name in ("rotation", "fade", "bg_amplitude", "noise", "jitter", "drift"):
             _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _require(self.growth >= 1.0, f"growth is a size ratio >= 1 (shrink uses its inverse), got {self.growth}")
         _require(self.speed is None or self.speed >= 0, f"speed must be >= 0, got {self.speed}")
         _require(self.object_size is None or self.object_size > 0, f"object_size must be > 0, got {self.object_size}")
-        _require(self.num_objects >= 1 and self.jitter < 1 and self.image_variety >= 1,
-                 "need num_objects >= 1, jitter < 1 and image_variety >= 1")
+        _require(self.num_objects >= (1 if self.layout == "object" else 0) and self.jitter < 1
+                 and self.image_variety >= 1,
+                 "need num_objects >= 1 (>= 0 in the scene layout), jitter < 1 and image_variety >= 1")
+        _require(self.moving in ("object", "scene"), f"moving must be 'object' or 'scene', got {self.moving!r}")
+        factors = [m for m in self.motions if MOTIONS[m].factor]
+        _require(self.moving == "object" or (self.layout == "scene" and not factors),
+                 f"moving='scene' needs layout='scene' and path motions only (no rotation, scale or opacity "
+                 f"classes; got {factors or self.layout})")
         _require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
 
     @property
@@ -338,7 +365,9 @@ class SyntheticConfig:
     @property
     def object_px(self) -> float:
         """Glyph box side in pixels at mid-clip scale."""
-        return self.object_size if self.object_size is not None else min(self.height, self.width) / 2
+        if self.object_size is not None:
+            return self.object_size
+        return min(self.height, self.width) / (2 if self.layout == "object" else 4)
 
     @property
     def num_motions(self) -> int:
@@ -346,7 +375,7 @@ class SyntheticConfig:
 
     @property
     def appearance_names(self) -> tuple[str, ...]:
-        return APPEARANCES[: self.num_appearance]
+        return (APPEARANCES if self.layout == "object" else SCENES)[: self.num_appearance]
 
 
 def synthetic_config(**overrides) -> SyntheticConfig:

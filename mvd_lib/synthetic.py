@@ -57,12 +57,15 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from mvd_lib import transforms as T
-from mvd_lib.config import (APPEARANCES, DEFAULT_MOTIONS, MOTIONS, TEXTURES, Motion, SyntheticConfig,  # noqa: F401
-                            synthetic_config)
+
+from mvd_lib.config import (APPEARANCES, DEFAULT_MOTIONS, LAYOUTS, MOTIONS, PATH_MOTIONS, SCENES,  # noqa: F401
+                            TEXTURES, Motion, SyntheticConfig, synthetic_config)
 
 SPLITS: dict[str, int] = {"pretrain": 0, "train": 1, "val": 2, "test": 3, "images": 4}
 CLIP_SPLITS = ("pretrain", "train", "val", "test")
 EVAL_SPLITS = ("val", "test")  # these draw glyph bitmaps from the held-out pool
+
+
 
 
 def twin_motion(motion: int, cfg: SyntheticConfig = SyntheticConfig()) -> int:
@@ -197,6 +200,26 @@ class ObjectSpec:
 
 
 @dataclass(frozen=True)
+class SceneSpec:
+    """The background scene of the "scene" layout: a two-colour pattern of class `kind` (index into SCENES),
+    periodic on the canvas (integer wave vectors, torus distances) so that it can pan and wrap."""
+
+    kind: int  # index into SCENES (= the appearance label)
+    colour: tuple[float, float, float]  # pattern colour (weight 1)
+    colour2: tuple[float, float, float]  # ground colour (weight 0)
+    k1: tuple[int, int]  # main wave vector, cycles per frame along (x, y)
+    k2: tuple[int, int]  # second wave vector (the lattice's other axis, or the zigzag/wave modulation)
+    phase: tuple[float, float]  # phases of the two waves, in cycles
+    sharpness: float  # edge steepness of the pattern
+    param: float  # family parameter: duty cycle, dot threshold, line width, zigzag depth, ring frequency
+    centre: tuple[float, float]  # rings: centre in px
+    blob_waves: np.ndarray = field(repr=False)  # blobs: [K, 3] (kx, ky, phase in cycles)
+    drift: tuple[float, float] = (0.0, 0.0)  # (dx, dy) px/frame, centred on the clip midpoint
+    speed: float = 0.0  # px/frame along the motion class's path (moving="scene")
+    orbit_phase: float = 0.0  # radians, where on its circle an orbiting scene is at the midpoint
+
+
+@dataclass(frozen=True)
 class ClipSpec:
     """All parameters of one clip (or still, `frames == 1` and `motion == -1`)."""
 
@@ -207,6 +230,7 @@ class ClipSpec:
     bg_waves: np.ndarray = field(repr=False)  # [K, 6]: (kx, ky, phase, amp_r, amp_g, amp_b) periodic waves
     objects: tuple[ObjectSpec, ...] = ()
     noise_seed: int = 0  # seed of the pixel-noise generator
+    scene: SceneSpec | None = None  # the background scene ("scene" layout); None: the smooth background
 
 
 def _pick_colours(rng: np.random.Generator, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,6 +258,86 @@ def _hold_offset(rng: np.random.Generator, frames: int, still_range: float | Non
     return (k - (frames - 1) / 2) / (frames - 1)
 
 
+def _wave_vector(rng: np.random.Generator, lo: float, hi: float) -> tuple[int, int]:
+    """An integer wave vector (cycles per frame along x, y) of length about uniform(lo, hi), random direction."""
+    f, theta = rng.uniform(lo, hi), rng.uniform(0, math.pi)
+    k = (int(round(f * math.cos(theta))), int(round(f * math.sin(theta))))
+    return k if k != (0, 0) else (1, 0)
+
+
+def _sample_scene(rng: np.random.Generator, kind: int, cfg: SyntheticConfig, still: bool) -> SceneSpec:
+    """Every random number of a scene, in a fixed number of draws whatever the class."""
+    lo, hi = cfg.scene_frequency
+    cand = rng.uniform(0.0, 1.0, size=(16, 3))
+    c1 = cand[0]
+    far = np.linalg.norm(cand[1:] - c1, axis=1) >= 0.45  # a visible pattern: colours at least 0.45 apart
+    c2 = cand[1 + int(np.argmax(far))] if far.any() else np.where(c1 > 0.5, c1 - 0.5, c1 + 0.5)
+    k1 = _wave_vector(rng, lo, hi)
+    name = SCENES[kind]
+    if name in ("zigzag", "waves"):  # a slow modulation across the stripes
+        m = rng.uniform(1.0, 2.0) / math.hypot(*k1)
+        k2 = (int(round(-k1[1] * m)), int(round(k1[0] * m)))
+        k2 = k2 if k2 != (0, 0) else ((0, 1) if k1[0] else (1, 0))
+    else:  # the lattice's other axis: perpendicular, same frequency
+        k2 = (-k1[1], k1[0])
+    if name == "plain":
+        k1 = _wave_vector(rng, 1.0, 1.5)
+    else:
+        rng.uniform(0, 1)  # keep the stream aligned
+    phase = (float(rng.uniform(0, 1)), float(rng.uniform(0, 1)))
+    sharpness = float(rng.uniform(3.0, 8.0))
+    u = float(rng.uniform(0, 1))
+    param = {"stripes": -0.4 + 0.8 * u, "dots": 0.5 + 0.8 * u, "grid": 0.25 + 0.2 * u, "zigzag": 0.3 + 0.4 * u,
+             "waves": 0.3 + 0.4 * u, "rings": lo + (hi - lo) * u, "bricks": 0.2 + 0.15 * u}.get(name, u)
+    centre = (float(rng.uniform(0, cfg.width)), float(rng.uniform(0, cfg.height)))
+    blob = np.zeros((5, 3))
+    for i in range(5):
+        blob[i] = (*_wave_vector(rng, 1.0, max(1.0, lo)), rng.uniform(0, 1))
+    drift = (0.0, 0.0)
+    angle = rng.uniform(0, 2 * math.pi)
+    if not still and cfg.drift > 0:
+        drift = (cfg.drift * math.cos(angle), cfg.drift * math.sin(angle))
+    speed = float(cfg.speed_px * (1 + rng.uniform(-cfg.jitter, cfg.jitter)))
+    orbit_phase = float(rng.uniform(0, 2 * math.pi))
+    return SceneSpec(kind, tuple(float(c) for c in c1), tuple(float(c) for c in c2), k1, k2, phase, sharpness,
+                     param, centre, blob, drift, speed, orbit_phase)
+
+
+def _sample_object(rng: np.random.Generator, cfg: SyntheticConfig, pool: np.ndarray, c1: np.ndarray,
+                   c2: np.ndarray, v: float, still: bool, frames: int, driven: set[str]) -> ObjectSpec:
+    """Every random number of one object (the draw order is part of the benchmark)."""
+    j = cfg.jitter
+    active = [f in driven for f in ("rotation", "scale", "opacity")]
+    opacity = 1 - cfg.fade / 2 if "opacity" in driven else 0.97  # so that fading never exceeds 1
+    return ObjectSpec(
+        glyph=int(pool[rng.integers(len(pool))]),
+        center=(float(rng.uniform(0, cfg.width)), float(rng.uniform(0, cfg.height))),
+        angle=float(rng.uniform(-10, 10) * v),
+        log_scale=float(rng.uniform(-j, j) * 0.75 * v),
+        opacity=float(opacity + rng.uniform(-0.03, 0.03)),
+        speed=float(cfg.speed_px * (1 + rng.uniform(-j, j))),
+        orbit_phase=float(rng.uniform(0, 2 * math.pi)),
+        aspect=float(math.exp(rng.uniform(-0.15, 0.15) * v)),
+        shear=float(rng.uniform(-0.15, 0.15) * v),
+        threshold=float(rng.uniform(0.25, 0.45)),
+        colour=tuple(float(c) for c in c1),
+        colour2=tuple(float(c) for c in c2),
+        texture=int(rng.integers(len(TEXTURES))),
+        texture_freq=float(rng.uniform(1.5, 3.0) * (v if still else 1.0)),
+        texture_angle=float(rng.uniform(0, math.pi)),
+        texture_phase=float(rng.uniform(0, 2 * math.pi)),
+        hold=tuple(_hold_offset(rng, frames, v if still else None) * on for on in active),
+    )
+
+
+def _mover_colour(rng: np.random.Generator, scene: SceneSpec) -> np.ndarray:
+    """The candidate colour farthest (RGB) from both scene colours, of 16 drawn."""
+    cand = rng.uniform(0.0, 1.0, size=(16, 3))
+    d = np.minimum(np.linalg.norm(cand - np.asarray(scene.colour), axis=1),
+                   np.linalg.norm(cand - np.asarray(scene.colour2), axis=1))
+    return cand[int(np.argmax(d))]
+
+
 def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
     """The parameters of clip `index` of `split` ("images": a still). Deterministic in (cfg, split, index)."""
     if split not in SPLITS:
@@ -246,9 +350,11 @@ def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
     motion = -1 if still else int(rng.integers(cfg.num_motions))
     frames = 1 if still else cfg.frames
     v = cfg.image_variety if still else 1.0
-    j = cfg.jitter
+    scene = _sample_scene(rng, appearance, cfg, still) if cfg.layout == "scene" else None
 
     bg = rng.uniform(0.15, 0.85, size=3)
+    if scene is not None:
+        bg = (np.asarray(scene.colour) + np.asarray(scene.colour2)) / 2
     n_waves = 2
     waves = np.zeros((n_waves, 6))
     for k in range(n_waves):
@@ -258,39 +364,45 @@ def sample_spec(cfg: SyntheticConfig, split: str, index: int) -> ClipSpec:
         amp = rng.uniform(-1, 1, size=3) * cfg.bg_amplitude * (v if still else 1.0) / n_waves
         waves[k] = (kx, ky, rng.uniform(0, 2 * math.pi), *amp)
 
-    heldout = (split in EVAL_SPLITS) if cfg.heldout_glyphs else None
     driven = {MOTIONS[m].factor for m in cfg.motions}
-    active = [f in driven for f in ("rotation", "scale", "opacity")]
-    pool = glyph_bank().pool(appearance, heldout)
+    if scene is None:  # the object's glyph is the appearance
+        heldout = (split in EVAL_SPLITS) if cfg.heldout_glyphs else None
+        pool = glyph_bank().pool(appearance, heldout)
+    else:  # the mover carries no label: any shape glyph
+        pool = np.flatnonzero(glyph_bank().labels >= len(APPEARANCES) - 6)
     objects = []
     for _ in range(cfg.num_objects):
-        c1, c2 = _pick_colours(rng, bg)
-        objects.append(ObjectSpec(
-            glyph=int(pool[rng.integers(len(pool))]),
-            center=(float(rng.uniform(0, cfg.width)), float(rng.uniform(0, cfg.height))),
-            angle=float(rng.uniform(-10, 10) * v),
-            log_scale=float(rng.uniform(-j, j) * 0.75 * v),
-            opacity=float(0.75 + rng.uniform(-0.03, 0.03)),
-            speed=float(cfg.speed_px * (1 + rng.uniform(-j, j))),
-            orbit_phase=float(rng.uniform(0, 2 * math.pi)),
-            aspect=float(math.exp(rng.uniform(-0.15, 0.15) * v)),
-            shear=float(rng.uniform(-0.15, 0.15) * v),
-            threshold=float(rng.uniform(0.25, 0.45)),
-            colour=tuple(float(c) for c in c1),
-            colour2=tuple(float(c) for c in c2),
-            texture=int(rng.integers(len(TEXTURES))),
-            texture_freq=float(rng.uniform(1.5, 3.0) * (v if still else 1.0)),
-            texture_angle=float(rng.uniform(0, math.pi)),
-            texture_phase=float(rng.uniform(0, 2 * math.pi)),
-            hold=tuple(_hold_offset(rng, frames, v if still else None) * on for on in active),
-        ))
+        if scene is None:
+            c1, c2 = _pick_colours(rng, bg)
+        else:
+            c1 = _mover_colour(rng, scene)
+            c2 = c1
+        obj = _sample_object(rng, cfg, pool, c1, c2, v, still, frames, driven)
+        objects.append(obj if scene is None else dataclasses.replace(obj, texture=0))
     return ClipSpec(appearance, motion, frames, tuple(float(c) for c in bg), waves, tuple(objects),
-                    noise_seed=int(rng.integers(2**63 - 1)))
+                    noise_seed=int(rng.integers(2**63 - 1)), scene=scene)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # rendering (vectorized numpy over [T, H, W])
 # ----------------------------------------------------------------------------------------------------------
+def _path(motion: Motion | None, speed: float, orbit_phase: float, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame offset (dx, dy) in px, each [T], of something following `motion`'s path (translation or
+    orbit; zero for factor motions and None), centred on the clip midpoint: a translation passes its mid-clip
+    position at the midpoint, an orbit runs a full circle of circumference T * speed around it."""
+    t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2
+    dx, dy = np.zeros(frames), np.zeros(frames)
+    if motion is None or motion.factor:
+        return dx, dy
+    if motion.orbit:
+        omega = 2 * math.pi / frames  # one full turn per T frames
+        radius = speed / omega  # so that the path covers `speed` px per frame (chord ~ arc)
+        phi = orbit_phase + motion.orbit * omega * t
+        return radius * np.cos(phi), radius * np.sin(phi)
+    prof = {"linear": t, "move_stop": np.minimum(t, 0), "stop_move": np.maximum(t, 0)}[motion.profile]
+    return motion.direction[0] * speed * prof, motion.direction[1] * speed * prof
+
+
 def _trajectory(obj: ObjectSpec, motion: Motion | None, cfg: SyntheticConfig, frames: int):
     """Per-frame (cx, cy, angle_rad, box_px, opacity), each [T]."""
     t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2  # centred on the midpoint
@@ -303,16 +415,9 @@ def _trajectory(obj: ObjectSpec, motion: Motion | None, cfg: SyntheticConfig, fr
             driven = motion.sign * tau
             rot, scale, opac = (driven if f == motion.factor else x
                                 for f, x in zip(("rotation", "scale", "opacity"), (rot, scale, opac)))
-        elif motion.orbit:
-            omega = 2 * math.pi / frames  # one full turn per T frames
-            radius = obj.speed / omega  # so that the object covers `speed` px per frame (chord ~ arc)
-            phi = obj.orbit_phase + motion.orbit * omega * t
-            cx = cx + radius * np.cos(phi)
-            cy = cy + radius * np.sin(phi)
-        elif motion.direction != (0.0, 0.0):
-            prof = {"linear": t, "move_stop": np.minimum(t, 0), "stop_move": np.maximum(t, 0)}[motion.profile]
-            cx = cx + motion.direction[0] * obj.speed * prof
-            cy = cy + motion.direction[1] * obj.speed * prof
+        else:
+            dx, dy = _path(motion, obj.speed, obj.orbit_phase, frames)
+            cx, cy = cx + dx, cy + dy
     angle = np.deg2rad(obj.angle + cfg.rotation * rot)
     box = cfg.object_px * np.exp(obj.log_scale + math.log(cfg.growth) * scale)
     opacity = np.clip(obj.opacity + cfg.fade * opac, 0.0, 1.0)
@@ -334,6 +439,60 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, obj: ObjectSpec) -> np.nda
     return np.clip(s + 0.5, 0.0, 1.0)  # gradient
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def scene_weight(scene: SceneSpec, cfg: SyntheticConfig, frames: int, motion: Motion | None = None) -> np.ndarray:
+    """Pattern weight in [0, 1] of the scene colour: `[T, H, W]` (T = 1 for a scene that does not move). The
+    scene moves by its drift and, when cfg.moving == "scene", along `motion`'s path."""
+    H, W = cfg.height, cfg.width
+    t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2  # centred on the midpoint
+    ox, oy = scene.drift[0] * t, scene.drift[1] * t
+    if cfg.moving == "scene":
+        px, py = _path(motion, scene.speed, scene.orbit_phase, frames)
+        ox, oy = ox + px, oy + py
+    if not (np.any(ox) or np.any(oy)):
+        ox, oy = ox[:1], oy[:1]
+    xs = (np.arange(W, dtype=np.float32) + 0.5)[None, None, :] - ox.astype(np.float32)[:, None, None]
+    ys = (np.arange(H, dtype=np.float32) + 0.5)[None, :, None] - oy.astype(np.float32)[:, None, None]
+
+    def cycles(k: tuple[int, int], phase: float) -> np.ndarray:  # [T, H, W] position along k, in cycles
+        return k[0] * xs / W + k[1] * ys / H + np.float32(phase)
+
+    name, sharp, a = SCENES[scene.kind], np.float32(scene.sharpness), np.float32(scene.param)
+    s1, s2 = cycles(scene.k1, scene.phase[0]), cycles(scene.k2, scene.phase[1])
+    two_pi = np.float32(2 * math.pi)
+    if name == "stripes":
+        return _sigmoid(sharp * (np.sin(two_pi * s1) + a))
+    if name == "checker":
+        return _sigmoid(2 * sharp * np.sin(two_pi * s1) * np.sin(two_pi * s2))
+    if name == "dots":
+        return _sigmoid(sharp * (np.cos(two_pi * s1) + np.cos(two_pi * s2) - a))
+    if name == "grid":
+        line = lambda u: _sigmoid(sharp * 3 * (a - np.abs(np.sin(np.float32(math.pi) * u))))  # noqa: E731
+        return np.maximum(line(s1), line(s2))
+    if name == "zigzag":
+        tri = 2 * np.abs(s2 - np.floor(s2) - 0.5)  # triangle wave in [0, 1]
+        return _sigmoid(sharp * np.sin(two_pi * (s1 + a * tri)))
+    if name == "waves":
+        return _sigmoid(sharp * np.sin(two_pi * (s1 + 0.5 * a * np.sin(two_pi * s2))))
+    if name == "rings":
+        dx = (xs - np.float32(scene.centre[0]) + W / 2) % W - W / 2
+        dy = (ys - np.float32(scene.centre[1]) + H / 2) % H - H / 2
+        r = np.sqrt(dx * dx + dy * dy) / min(H, W)  # in frame sides
+        return _sigmoid(sharp * np.sin(two_pi * (a * r + np.float32(scene.phase[0]))))
+    if name == "blobs":
+        v = sum(np.sin(two_pi * cycles((int(kx), int(ky)), ph)) for kx, ky, ph in scene.blob_waves)
+        return _sigmoid(sharp * 0.6 * v / np.float32(math.sqrt(len(scene.blob_waves))))
+    if name == "bricks":
+        row = np.floor(s1)
+        joint = s2 + 0.5 * row
+        line = lambda u: _sigmoid(sharp * 3 * (a - np.abs(np.sin(np.float32(math.pi) * u))))  # noqa: E731
+        return np.maximum(line(s1), line(joint))
+    return 0.5 + 0.5 * np.sin(two_pi * s1)  # plain: a smooth two-colour gradient
+
+
 def render(spec: ClipSpec, cfg: SyntheticConfig) -> np.ndarray:
     """Draw a clip: uint8 `[T, H, W, 3]` with T = spec.frames."""
     Tn, H, W = spec.frames, cfg.height, cfg.width
@@ -344,13 +503,20 @@ def render(spec: ClipSpec, cfg: SyntheticConfig) -> np.ndarray:
     for kx, ky, ph, ar, ag, ab in spec.bg_waves:
         wave = np.sin(2 * np.pi * (kx * xs[None, :] / W + ky * ys[:, None] / H) + ph).astype(np.float32)
         bg += wave[..., None] * np.asarray([ar, ag, ab], dtype=np.float32)
+    motion = MOTIONS[cfg.motions[spec.motion]] if spec.motion >= 0 else None
+    if spec.scene is not None:  # the scene replaces the base colour; the smooth waves stay as shading
+        sc = spec.scene
+        base = np.asarray(sc.colour2, dtype=np.float32)
+        weight = scene_weight(sc, cfg, Tn, motion)[..., None]  # [T or 1, H, W, 1]
+        bg = bg - np.asarray(spec.bg_colour, dtype=np.float32) + base + weight * (
+            np.asarray(sc.colour, dtype=np.float32) - base)
     out = np.broadcast_to(bg, (Tn, H, W, 3)).copy()
 
     bank = glyph_bank()
     P = GLYPH_RES + 2 * _PAD
-    motion = MOTIONS[cfg.motions[spec.motion]] if spec.motion >= 0 else None
+    object_motion = motion if cfg.moving == "object" else None  # a moving scene leaves the objects in place
     for obj in spec.objects:
-        cx, cy, ang, box, alpha = (a.astype(np.float32) for a in _trajectory(obj, motion, cfg, Tn))
+        cx, cy, ang, box, alpha = (a.astype(np.float32) for a in _trajectory(obj, object_motion, cfg, Tn))
         # offsets from the object centre on the torus: dx [T, 1, W], dy [T, H, 1]
         dx = (xs[None, None, :] - cx[:, None, None] + W / 2) % W - W / 2
         dy = (ys[None, :, None] - cy[:, None, None] + H / 2) % H - H / 2
@@ -418,8 +584,11 @@ def reverse_clip(video: np.ndarray | torch.Tensor, motion: int, cfg: SyntheticCo
 
 def reverse_spec(spec: ClipSpec, cfg: SyntheticConfig) -> ClipSpec:
     """The spec whose rendering (without pixel noise) is `render(spec)` played backwards: same everything, the
-    twin motion label."""
-    return dataclasses.replace(spec, motion=twin_motion(spec.motion, cfg))
+    twin motion label (and a drifting scene drifts the other way)."""
+    scene = spec.scene
+    if scene is not None:
+        scene = dataclasses.replace(scene, drift=(-scene.drift[0], -scene.drift[1]))
+    return dataclasses.replace(spec, motion=twin_motion(spec.motion, cfg), scene=scene)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -580,6 +749,28 @@ def frame_features(video: np.ndarray) -> np.ndarray:
     fourier = np.stack([spec[:, ky % H, kx % W] for ky, kx in modes], 1)
     grid = grey.reshape(Tn, 4, H // 4, 4, W // 4).mean((2, 4)).reshape(Tn, 16)
     return np.concatenate([mean, std, tensor, fourier, grid], 1).astype(np.float32)
+
+
+def step_features(video: np.ndarray) -> np.ndarray:
+    """Frame-ORDER statistics of uint8 `video: [T, H, W, 3]` -> `[T - 2, 3]`: for each step, the shift (dx, dy)
+    in px (torus-wrapped) that best aligns consecutive frame differences D_t = F_{t+1} - F_t and D_{t+1}
+    (circular cross-correlation peak: a static scene cancels, a moving object's displacement remains), and the
+    turn dx_t dy_{t+1} - dy_t dx_{t+1} between successive shifts. Computed on a shuffled frame order these
+    carry no motion; that contrast is what the tests use to show the label lives in the order."""
+    x = video.astype(np.float32).mean(-1) / 255.0  # [T, H, W] grey
+    Tn, H, W = x.shape
+    if Tn < 3:
+        raise ValueError(f"step_features needs at least 3 frames, got {Tn}")
+    d = np.diff(x, axis=0)  # [T-1, H, W]
+    f = np.fft.rfft2(d)
+    corr = np.fft.irfft2(f[1:] * np.conj(f[:-1]), s=(H, W))  # [T-2, H, W]: peak at D_{t+1}'s shift from D_t
+    peak = corr.reshape(len(corr), -1).argmax(1)
+    dy, dx = np.unravel_index(peak, (H, W))
+    dy = (dy + H // 2) % H - H // 2
+    dx = (dx + W // 2) % W - W // 2
+    turn = np.zeros(len(dx), dtype=np.float32)
+    turn[:-1] = dx[:-1] * dy[1:] - dy[:-1] * dx[1:]
+    return np.stack([dx, dy, turn], 1).astype(np.float32)
 
 
 def generation_throughput(cfg: SyntheticConfig = SyntheticConfig(), num_clips: int = 300,
