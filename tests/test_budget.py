@@ -210,13 +210,14 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_memory_estimate_against_the_peak_bench_measures_on_cpu():
     """The estimate counts what the backward pass keeps; the measured peak (process RSS over what it was before
-    the model was built) adds the backward pass's transient buffers and the allocator's slack. The estimate must
-    stay below the measurement and within a factor 2 of it, and grow with the batch as the measurement does
-    (measured on a shared 2-core CPU: 1.3-1.6 times the estimate)."""
+    the model was built) adds the backward pass's transient buffers and the allocator's slack, but can also
+    reuse memory the process held before (RSS is a high-water mark). The measurement must lie within 0.75 and
+    2 times the estimate, and grow with the batch as the estimate does (measured on a shared 2-core CPU:
+    0.86-1.6 times the estimate)."""
     small, big = _measure("distill", "quick", 8), _measure("distill", "quick", 24)
     math = _measure("distill", "quick", 16, "math")
     for m in (small, big, math):
-        assert m["estimate"] <= m["measured"] <= 2 * m["estimate"], m
+        assert 0.75 * m["estimate"] <= m["measured"] <= 2 * m["estimate"], m
     growth = (big["measured"] - small["measured"]) / (big["estimate"] - small["estimate"])
     assert 1.0 <= growth <= 2.0, (small, big)
     for key in ("estimate", "measured"):  # explicit attention keeps its softmax: more than sdpa at batch 16
