@@ -616,6 +616,8 @@ class PretrainVideoConfig(RunConfig):
     decoder_heads: int = 0
     mask_ratio: float = 0.9  # tube masking ratio
     mask_type: Literal["tube", "random"] = "tube"
+    norm_pix_loss: bool = True  # targets: each tubelet's pixels normalized per channel (the reference's
+    # --normlize_target, on in every released run); False: the raw pixels in [0, 1]
     data: DataSpec = field(default_factory=DataSpec)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=40, warmup_epochs=4, batch_size=64))
 

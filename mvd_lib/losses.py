@@ -84,6 +84,17 @@ def video_pixel_targets(
     return x.flatten(2)
 
 
+def video_raw_pixels(
+    videos: torch.Tensor, patch: int, tubelet: int, mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """VideoMAE targets without normalization (the reference's --normlize_target off): videos [B, C, T, H, W]
+    normalized -> [B, N, t*p*p*C] pixels in [0, 1], in the order of `video_pixel_targets`."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=videos.device)[None, :, None, None, None]
+    s = torch.as_tensor(std, dtype=torch.float32, device=videos.device)[None, :, None, None, None]
+    return patchify_videos(videos.float() * s + m, patch, tubelet).flatten(2)
+
+
 def pixel_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """MSE, mean over tokens x values. pred, target: [B, N_mask, P] -> scalar."""
     if pred.shape != target.shape:

@@ -22,7 +22,7 @@ from mvd_lib.classifier import VideoClassifier
 from mvd_lib.config import DistillConfig, FinetuneConfig, OptimConfig
 from mvd_lib.distill import mvd_loss, teacher_targets
 from mvd_lib.flops import block_macs, decoder_macs, encoder_macs, image_encoder_macs, student_macs
-from mvd_lib.losses import distillation_loss, image_pixel_targets, pixel_loss, video_pixel_targets
+from mvd_lib.losses import distillation_loss, image_pixel_targets, pixel_loss, video_pixel_targets, video_raw_pixels
 from mvd_lib.mae import MAEPretrain
 from mvd_lib.masking import gather_masked, masked_count, num_masked, random_mask, tube_mask
 from mvd_lib.optim import param_groups
@@ -90,18 +90,24 @@ class MAEObjective(_ObjectiveBase):
 
 
 class VideoMAEObjective(_ObjectiveBase):
-    """pretrain-video: batch {"video", "index"} -> VideoMAE normalized-pixel loss on masked tubelets."""
+    """pretrain-video: batch {"video", "index"} -> VideoMAE pixel loss on masked tubelets (targets normalized per
+    tubelet and channel when norm_pix_loss, as in every released run; else the raw pixels in [0, 1])."""
 
-    def __init__(self, model: VideoMAEPretrain, mask_ratio: float, mask_type: str, seed: int):
+    def __init__(self, model: VideoMAEPretrain, mask_ratio: float, mask_type: str, seed: int,
+                 norm_pix_loss: bool = True):
         super().__init__(model, seed)
-        self.mask_ratio, self.mask_type = mask_ratio, mask_type
+        self.mask_ratio, self.mask_type, self.norm_pix_loss = mask_ratio, mask_type, norm_pix_loss
 
     def loss(self, net: nn.Module, batch: dict, epoch: int):
         video = batch["video"]
         cfg = self.model.cfg
         mask = sample_masks(batch["index"], epoch, self.seed, cfg.grid, self.mask_ratio, self.mask_type)
         pred = net(video, mask)
-        loss = pixel_loss(pred, gather_masked(video_pixel_targets(video, cfg.patch_size, cfg.tubelet_size), mask))
+        if self.norm_pix_loss:
+            target = video_pixel_targets(video, cfg.patch_size, cfg.tubelet_size)
+        else:
+            target = video_raw_pixels(video, cfg.patch_size, cfg.tubelet_size)
+        loss = pixel_loss(pred, gather_masked(target, mask))
         return loss, {"pixel": loss.detach()}
 
     def flops_per_sample(self) -> float:

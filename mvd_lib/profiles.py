@@ -58,6 +58,7 @@ class Profile:
     finetune_optim: OptimConfig = field(default_factory=OptimConfig)  # finetuning budget
     image_mask_ratio: float = 0.75  # MAE random masking of the image teacher's pretraining
     video_mask_ratio: float = 0.9  # VideoMAE tube masking of the video teacher's pretraining
+    video_norm_pix_loss: bool = True  # VideoMAE targets normalized per tubelet and channel (False: raw pixels)
     mask_ratio: float = 0.9  # tube masking of distillation
     finetune_drop_path: float = 0.1  # stochastic depth while finetuning
     finetune_tasks: tuple[str, ...] = ("appearance", "motion")  # finetune variants: label sets or datasets
@@ -233,7 +234,8 @@ def _pretrain_image(p: Profile, name: str) -> PretrainImageConfig:
 def _pretrain_video(p: Profile, name: str, epochs_factor: int = 1, arch: str = "") -> PretrainVideoConfig:
     model = dataclasses.replace(p.teacher_model, arch=arch) if arch else p.teacher_model
     optim = dataclasses.replace(p.video_optim, epochs=p.video_optim.epochs * epochs_factor)
-    return PretrainVideoConfig(**p.common(name), model=model, mask_ratio=p.video_mask_ratio, data=p.data, optim=optim)
+    return PretrainVideoConfig(**p.common(name), model=model, mask_ratio=p.video_mask_ratio,
+                               norm_pix_loss=p.video_norm_pix_loss, data=p.data, optim=optim)
 
 
 def _distill(p: Profile, name: str, **changes: Any) -> DistillConfig:

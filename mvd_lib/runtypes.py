@@ -247,7 +247,7 @@ class PretrainVideo(RunType):
 
     def prepare(self, cfg, deps, device, options=None) -> Prepared:
         model = self.build(cfg, cfg.seed)
-        return Prepared(model, VideoMAEObjective(model, cfg.mask_ratio, cfg.mask_type, cfg.seed))
+        return Prepared(model, VideoMAEObjective(model, cfg.mask_ratio, cfg.mask_type, cfg.seed, cfg.norm_pix_loss))
 
     def execute(self, cfg, folder, deps, options) -> dict:
         data = pretrain_clips(cfg.data, cfg.model, seed=cfg.seed)

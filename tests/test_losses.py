@@ -19,7 +19,7 @@ import torch
 
 import mvd_lib  # noqa: F401
 from mvd_lib.losses import (IMAGENET_MEAN, IMAGENET_STD, distillation_loss, feature_loss, image_pixel_targets,
-                            pixel_loss, video_pixel_targets)
+                            pixel_loss, video_pixel_targets, video_raw_pixels)
 
 
 def smooth_l1(x: float, beta: float) -> float:
@@ -282,3 +282,20 @@ def test_losses_reject_shape_mismatch():
         pixel_loss(torch.zeros(1, 2, 3), torch.zeros(1, 3, 2))
     with pytest.raises(ValueError):
         feature_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4))
+
+
+def test_video_raw_pixels_are_the_de_normalized_tubelets_in_target_order():
+    """--normlize_target off: the target is each tubelet's pixels in [0, 1], in the order of the normalized
+    targets (so the two differ exactly by the per-tubelet, per-channel normalization)."""
+    g = torch.Generator().manual_seed(0)
+    raw = torch.rand(2, 3, 4, 8, 8, generator=g, dtype=torch.float64)
+    fed = normalize_clip(raw)
+    out = video_raw_pixels(fed, patch=4, tubelet=2).double()  # [2, 2*2*2, 2*4*4*3]
+    assert out.shape == (2, 8, 96)
+    torch.testing.assert_close(out.reshape(2, 8, 32, 3).amin(), raw.amin(), atol=1e-5, rtol=0)
+    x = out.reshape(2, 8, 32, 3)
+    normalized = (x - x.mean(2, keepdim=True)) / (x.var(2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+    torch.testing.assert_close(normalized.flatten(2), video_pixel_targets(fed, patch=4, tubelet=2).double(),
+                               atol=1e-4, rtol=1e-4)
+    # tubelet 0 is frames 0-1, rows 0-3, columns 0-3 of the raw clip
+    torch.testing.assert_close(x[0, 0, :, 0], raw[0, 0, 0:2, 0:4, 0:4].flatten(), atol=1e-5, rtol=0)

@@ -66,6 +66,24 @@ DESIGNS: dict[str, Design] = {
     "flat_p8_long": Design(overrides={**_P8, **_CLEAN, **_EASY_APPEARANCE, **_TEACHERS,
                                       "video_optim.epochs": 60, "video_optim.warmup_epochs": 4},
                            note="flat_p8 with three times the video teacher's budget"),
+    "scene_pan": Design(overrides={**_P8, **_CLEAN, **_TEACHERS, "data.synthetic.num_appearance": 10,
+                                   "data.synthetic.motions": ("right", "left", "down", "up", "orbit_cw", "orbit_ccw"),
+                                   "data.synthetic.layout": "scene", "data.synthetic.moving": "scene"},
+                        note="scene layout: 10 static pattern classes carry appearance; the whole scene pans or "
+                             "circles (6 path motions, like a moving camera); no noise, no shading; 2x8x8 tubelets"),
+    "scene_pan_raw": Design(overrides={**_P8, **_CLEAN, **_TEACHERS, "data.synthetic.num_appearance": 10,
+                                       "data.synthetic.motions": ("right", "left", "down", "up", "orbit_cw",
+                                                                  "orbit_ccw"),
+                                       "data.synthetic.layout": "scene", "data.synthetic.moving": "scene",
+                                       "video_norm_pix_loss": False},
+                            note="scene_pan with the video teacher reconstructing raw pixels (VideoMAE's "
+                                 "--normlize_target off): its per-channel normalized targets stayed at loss 0.99"),
+    "scene_clean": Design(overrides={**_P8, **_CLEAN, **_TEACHERS, "data.synthetic.num_appearance": 10,
+                                     "data.synthetic.motions": ("right", "left", "down", "up", "orbit_cw",
+                                                                "orbit_ccw"),
+                                     "data.synthetic.layout": "scene"},
+                          note="scene layout as scene_a (static pattern classes, a small mover carries 6 path "
+                               "motions), without noise or shading; 2x8x8 tubelets"),
 }
 
 
