@@ -57,6 +57,9 @@ class Design:
         return profile(self.base, dict(self.overrides))
 
 
+DESIGNS_PAN = {**_P8, **_CLEAN, **_TEACHERS, "data.synthetic.num_appearance": 10,
+               "data.synthetic.motions": ("right", "left", "down", "up", "orbit_cw", "orbit_ccw"),
+               "data.synthetic.layout": "scene", "data.synthetic.moving": "scene"}
 DESIGNS: dict[str, Design] = {
     "smoke": Design("smoke", {**_CLEAN, **_EASY_APPEARANCE}, "the search machinery at smoke size",
                     num_train=64, num_eval=64),
@@ -78,6 +81,11 @@ DESIGNS: dict[str, Design] = {
                                        "video_norm_pix_loss": False},
                             note="scene_pan with the video teacher reconstructing raw pixels (VideoMAE's "
                                  "--normlize_target off): its per-channel normalized targets stayed at loss 0.99"),
+    "scene_pan_m75": Design(overrides={**DESIGNS_PAN, "video_mask_ratio": 0.75, "video_optim.epochs": 40},
+                            note="scene_pan with video tube masking 0.75 (4 of 16 positions visible, not 2) and "
+                                 "twice the video budget (1240 steps)"),
+    "scene_pan_long": Design(overrides={**DESIGNS_PAN, "video_optim.epochs": 60, "video_optim.warmup_epochs": 4},
+                             note="scene_pan with three times the video budget (1860 steps)"),
     "scene_clean": Design(overrides={**_P8, **_CLEAN, **_TEACHERS, "data.synthetic.num_appearance": 10,
                                      "data.synthetic.motions": ("right", "left", "down", "up", "orbit_cw",
                                                                 "orbit_ccw"),
