@@ -363,7 +363,7 @@ def floor_encoders(p: Any) -> dict[str, nn.Module]:
 
 def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None, num_eval: int | None = None,
              root: str | None = None, progress: bool = True, image_teacher: Any = None, video_teacher: Any = None,
-             log: Callable[[str], None] | None = None) -> GateResult:
+             device: str | torch.device | None = None, log: Callable[[str], None] | None = None) -> GateResult:
     """The gate of a profile (a name or a profiles.Profile): train or load its two teachers (runner.run of
     "pretrain-image" and "pretrain-video"; shipped teachers are adopted there), build the random floors, and
     evaluate on `num_train` train clips and `num_eval` clips of `split` (defaults: the profile's
@@ -383,7 +383,8 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
     num_train = p.data.num_clips if num_train is None else num_train
     num_eval = (p.data.num_val if split == "val" else p.data.num_test) if num_eval is None else num_eval
     result = evaluate_gate(encoders, p.data.synthetic, num_train=num_train, num_eval=num_eval, split=split,
-                           seed=p.seed, progress=progress, tubelet_size=p.model.vit().tubelet_size, log=log)
+                           seed=p.seed, progress=progress, tubelet_size=p.model.vit().tubelet_size, device=device,
+                           log=log)
     result.details["teachers"] = {name: {"run": r.ref, "folder": str(r.folder),
                                          "wall_time_s": r.metrics.get("wall_time_s"), "steps": r.metrics.get("steps")}
                                   for name, r in (("image", image), ("video", video))}
