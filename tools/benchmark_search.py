@@ -26,7 +26,7 @@ import mvd_lib  # noqa: F401  (installs the torchvision guard)
 from mvd_lib import build, gate, runner
 from mvd_lib.profiles import Profile, profile
 
-LOG = Path("runs/benchmark_search.jsonl")
+LOG = Path("docs/benchmark_search.jsonl")  # every design tried, shipped with docs/benchmark_search.md
 
 # The benchmark's rendering settings that a clean design turns off: no per-pixel noise and no smooth
 # background shading. VideoMAE's target normalizes each tubelet per channel, so a patch of smooth shading
@@ -147,6 +147,33 @@ def report(log: Path) -> str:
     return "\n".join(out)
 
 
+def summary(log: Path) -> str:
+    """One row per logged gate run: time-pooled accuracies of the four encoders on both tasks, checks passed."""
+    head = ("| design | split | image loss | video loss | appearance: image / video / random image | "
+            "motion: video / image / random video | checks passed |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for line in log.read_text().splitlines():
+        e = json.loads(line)
+        teachers = e.get("teachers") or {"video": e.get("video_teacher", {})}
+        loss = {k: (f"{t['final_loss']:.3f}" if t.get("final_loss") is not None else "-")
+                for k, t in teachers.items()}
+        rows = (e.get("gate") or {}).get("rows")
+        if rows:
+            acc = lambda enc, task: rows[enc][task]["time"]["acc"]  # noqa: E731
+            app = " / ".join(f"{acc(x, 'appearance'):.1f}" for x in ("image_teacher", "video_teacher", "random_image"))
+            mot = " / ".join(f"{acc(x, 'motion'):.1f}" for x in ("video_teacher", "image_teacher", "random_video"))
+            checks = e["gate"]["checks"]
+            passed = f"{sum(c['passed'] for c in checks)} of {len(checks)}"
+        else:  # stopped after the motion pre-check
+            pre = e.get("motion_precheck", {})
+            app = "-"
+            mot = f"{pre.get('video_teacher', float('nan')):.1f} / - / {pre.get('random_video', float('nan')):.1f}"
+            passed = "stopped: video teacher not above its floor"
+        lines.append(f"| {e['design']} | {e['split']} | {loss.get('image', '-')} | {loss.get('video', '-')} | "
+                     f"{app} | {mot} | {passed} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("designs", nargs="*")
@@ -154,11 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", default=str(LOG))
     parser.add_argument("--split", default="val", choices=("val", "test"))
     parser.add_argument("--list", action="store_true")
-    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--report", action="store_true", help="every logged gate table, as markdown")
+    parser.add_argument("--summary", action="store_true", help="one row per logged design, as markdown")
     args = parser.parse_args(argv)
     if args.list:
         for name, d in DESIGNS.items():
             print(f"{name:16s} {d.base:8s} {d.note}")
+        return 0
+    if args.summary:
+        print(summary(Path(args.log)))
         return 0
     if args.report:
         print(report(Path(args.log)))
