@@ -40,6 +40,7 @@ from torch import nn
 
 from mvd_lib.mae import ImageViT
 from mvd_lib.probe import DEFAULT_C_GRID, Features, encoder_tokens, extract_features, fit_probe, token_grid
+from mvd_lib.analysis import frame_similarity
 from mvd_lib.config import SyntheticConfig
 from mvd_lib.errors import ConfigError
 from mvd_lib.synthetic import EVAL_SPLITS, SyntheticClips
@@ -144,21 +145,15 @@ def decide(rows: Rows, readout: str = DECISION_READOUT, margin: float = MARGIN_S
 
 # ---------------------------------------------------------------------------------------------- diagnostics
 def cross_frame_similarity(slots: np.ndarray) -> float:
-    """Slot-centred cross-frame cosine similarity of per-time-slot features `slots: [N, T', D]`.
-
-    Each time slot's dataset-mean feature is subtracted (so a constant positional offset per slot does not
-    count as similarity), then the cosine between every pair of different slots of the same clip is averaged
-    over pairs and clips. Near 1: the features of a clip hardly change across frames; near 0: they change
-    as much as between unrelated clips."""
-    x = np.asarray(slots, dtype=np.float64)
+    """Slot-centred cross-frame cosine similarity of per-time-slot features `slots: [N, T', D]`: the mean
+    off-diagonal entry of `analysis.frame_similarity`'s centred matrix (each slot's dataset-mean feature
+    subtracted, so a constant positional offset per slot does not count as similarity; cosines between the
+    different slots of one clip, averaged over slot pairs and clips). Near 1: the features of a clip hardly
+    change across frames; near 0: they change as much as between unrelated clips."""
+    x = np.asarray(slots)
     if x.ndim != 3 or x.shape[1] < 2:
         raise ValueError(f"slots must be [N, T', D] with T' >= 2, got shape {x.shape}")
-    x = x - x.mean(axis=0, keepdims=True)
-    x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
-    gram = np.einsum("ntd,nsd->nts", x, x)  # [N, T', T']
-    t = x.shape[1]
-    off = ~np.eye(t, dtype=bool)
-    return float(gram[:, off].mean())
+    return token_cross_frame_similarity(x[:, :, None, :])
 
 
 def token_cross_frame_similarity(tokens: np.ndarray) -> float:
@@ -167,15 +162,12 @@ def token_cross_frame_similarity(tokens: np.ndarray) -> float:
     Each (slot, position)'s dataset-mean feature is subtracted, then the cosine between the features of one
     position at two different time slots of the same clip is averaged over slot pairs, positions and clips.
     Unlike the slot means, this sees local change: an object passing through a position lowers it."""
-    x = np.asarray(tokens, dtype=np.float64)
+    x = np.asarray(tokens)
     if x.ndim != 4 or x.shape[1] < 2:
         raise ValueError(f"tokens must be [N, T', S, D] with T' >= 2, got shape {x.shape}")
-    x = x - x.mean(axis=0, keepdims=True)
-    x = x / np.maximum(np.linalg.norm(x, axis=3, keepdims=True), 1e-12)
-    gram = np.einsum("ntsd,nusd->nstu", x, x)  # [N, S, T', T']
-    t = x.shape[1]
-    off = ~np.eye(t, dtype=bool)
-    return float(gram[:, :, off].mean())
+    centred = frame_similarity(torch.as_tensor(x, dtype=torch.float64), form="tokens").centred  # [T', T']
+    off = ~np.eye(x.shape[1], dtype=bool)
+    return float(np.asarray(centred, dtype=np.float64)[off].mean())
 
 
 @torch.no_grad()
