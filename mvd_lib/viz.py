@@ -69,8 +69,6 @@ def frame_strip(video: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.T
     video: one clip or a list of clips (same frame count not required); layouts as in `to_uint8_frames`.
     labels: one text per row (shown at the left), e.g. "digit_3 / rotate_cw".
     max_frames: longer clips show `max_frames` evenly spaced frames, labelled with their time index."""
-    import matplotlib.pyplot as plt
-
     clips = list(video) if isinstance(video, (list, tuple)) else [video]
     clips = [to_uint8_frames(c, normalized) for c in clips]
     if labels is None:
@@ -80,20 +78,31 @@ def frame_strip(video: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.T
     if len(labels) != len(clips):
         raise ValueError(f"{len(labels)} labels for {len(clips)} clips")
     cols = min(max_frames, max(len(c) for c in clips))
-    fig, axes = plt.subplots(len(clips), cols, figsize=(frame_size * cols + 1.2, frame_size * len(clips) + 0.4),
+    shown = [np.unique(np.linspace(0, len(clip) - 1, min(cols, len(clip))).round().astype(int)) for clip in clips]
+    return _image_rows([[clip[i] for i in idx] for clip, idx in zip(clips, shown)], labels,
+                       [f"t={i}" for i in shown[0]] if show_time else None, title, frame_size, (1.2, 0.4))
+
+
+def _image_rows(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], col_titles: Sequence[str] | None,
+                title: str | None, size: float, pad: tuple[float, float]) -> "Figure":
+    """A figure of uint8 images `[H, W, 3]` in rows (rows may differ in length; the cells after a short row stay
+    blank), a label at the left of each row, `col_titles` above the first row, `size` inches per cell plus
+    `pad` (width, height) for the labels and the title. The one grid behind `frame_strip` and `image_grid`."""
+    import matplotlib.pyplot as plt
+
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(size * cols + pad[0], size * len(rows) + pad[1]),
                              squeeze=False)
-    for r, (clip, label) in enumerate(zip(clips, labels)):
-        idx = np.unique(np.linspace(0, len(clip) - 1, min(cols, len(clip))).round().astype(int))
+    for r, (images, label) in enumerate(zip(rows, labels)):
         for c in range(cols):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _bare(ax)
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            if c < len(idx):
-                ax.imshow(clip[idx[c]], interpolation="nearest")
-                if show_time and r == 0:
-                    ax.set_title(f"t={idx[c]}", fontsize=7)
+            if c < len(images):
+                ax.imshow(images[c], interpolation="nearest")
+            if r == 0 and col_titles is not None and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=7)
         if label:
             axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     if title:
@@ -369,7 +378,6 @@ def image_grid(rows: Sequence[np.ndarray | torch.Tensor], row_labels: Sequence[s
     """A grid of still images: one row per entry of `rows`, each a batch of images, float `[K, C, H, W]`
     (ImageNet-normalized unless `normalized=False`) or uint8 `[K, H, W, 3]`. Rows may differ in length (the
     cells after a short row stay blank). `row_labels` go at the left, `col_titles` above the first row."""
-    import matplotlib.pyplot as plt
 
     def images_of(batch: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         if batch.ndim != 4:
@@ -385,24 +393,7 @@ def image_grid(rows: Sequence[np.ndarray | torch.Tensor], row_labels: Sequence[s
     cols = max(len(r) for r in grid)
     if col_titles is not None and len(col_titles) > cols:
         raise ValueError(f"{len(col_titles)} column titles for {cols} columns")
-    fig, axes = plt.subplots(len(grid), cols, figsize=(image_size * cols + 1.4, image_size * len(grid) + 0.5),
-                             squeeze=False)
-    for r, (images, label) in enumerate(zip(grid, labels)):
-        for c in range(cols):
-            ax = axes[r, c]
-            _bare(ax)
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(images):
-                ax.imshow(images[c], interpolation="nearest")
-            if r == 0 and col_titles is not None and c < len(col_titles):
-                ax.set_title(col_titles[c], fontsize=7)
-        if label:
-            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _image_rows(grid, labels, col_titles, title, image_size, (1.4, 0.5))
 
 
 def image_reconstruction_figure(images: torch.Tensor, views: "Sequence[MaskedReconstruction]", max_images: int = 8,
