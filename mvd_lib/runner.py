@@ -287,12 +287,14 @@ def train_or_load(verb: str, cfg: Any, p: Profile | str | None = None, options: 
 
 def run(verb: str, p: Profile | str = "smoke", variant: str = "", *, overrides: Sequence[str] | dict | None = None,
         root: str | os.PathLike | None = None, force: bool = False, progress: bool = True, probe_every: int = 0,
-        stop_after_steps: int | None = None, trust_checkpoints: bool = False, **settings: Any) -> Run:
+        stop_after_steps: int | None = None, trust_checkpoints: bool = False,
+        artifacts: str | os.PathLike | None = None, **settings: Any) -> Run:
     """Train or load a run of `verb` in profile `p` (a name or a Profile), variant `variant` ("" = the default).
 
     `settings`: top-level fields of the run config, e.g. `image_teacher=teacher_run` (a Run or a reference string),
     `seed=1`, `mask_ratio=0.95`; `overrides`: nested ones, e.g. {"optim.epochs": 5} or ["optim.epochs=5"].
-    The run is recorded under `root` (default runs/) and reused on the next call."""
+    The run is recorded under `root` (default runs/) and reused on the next call. `artifacts`: the folder of
+    shipped runs to adopt from (default: the repository's artifacts/)."""
     p = profile(p) if isinstance(p, str) else p
     given: dict[str, Run] = {}
     top: dict[str, Any] = {}
@@ -305,7 +307,8 @@ def run(verb: str, p: Profile | str = "smoke", variant: str = "", *, overrides: 
     cfg = apply_overrides(cfg, overrides)
     options = RunOptions(root=Path(root) if root is not None else RunOptions().root, force=force, progress=progress,
                          probe_every=probe_every, stop_after_steps=stop_after_steps,
-                         trust_checkpoints=trust_checkpoints)
+                         trust_checkpoints=trust_checkpoints,
+                         artifacts=Path(artifacts) if artifacts is not None else None)
     return train_or_load(verb, cfg, p, options, given)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import mvd_lib  # noqa: F401  (installs the torchvision guard)
-from mvd_lib import build, gate, runner
+from mvd_lib import gate, runner
 from mvd_lib.profiles import Profile, profile
 
 LOG = Path("docs/benchmark_search.jsonl")  # every design tried, shipped with docs/benchmark_search.md
@@ -111,13 +111,9 @@ def run_design(name: str, root: Path, log: Path, split: str = "val") -> dict[str
         teachers[key] = {"run": str(r.folder), "wall_time_s": r.metrics.get("wall_time_s"),
                          "steps": r.metrics.get("steps"), "final_loss": r.metrics.get("final_loss")}
         log_line(f"{verb} {r.folder.name}: {teachers[key]}")
-    student = p.model.vit()
-    encoders = {"image_teacher": runs["image"].encoder(), "video_teacher": runs["video"].encoder(),
-                "random_image": build.image_encoder(p.teacher_arch, student, seed=p.seed),
-                "random_video": build.video_encoder(p.teacher_arch, student, seed=p.seed)}
     start = time.perf_counter()
-    result = gate.evaluate_gate(encoders, p.data.synthetic, num_train=design.num_train, num_eval=design.num_eval,
-                                split=split, seed=p.seed, tubelet_size=student.tubelet_size, log=log_line)
+    result = gate.run_gate(p, split=split, num_train=design.num_train, num_eval=design.num_eval, root=str(root),
+                           progress=False, image_teacher=runs["image"], video_teacher=runs["video"], log=log_line)
     entry = {"design": name, "split": split, "passed": result.passed, "time": time.strftime("%Y-%m-%d %H:%M"),
              "base": design.base, "overrides": design.overrides, "note": design.note, "teachers": teachers,
              "gate_wall_time_s": round(time.perf_counter() - start, 1), "threads": os.environ.get("OMP_NUM_THREADS"),
