@@ -147,6 +147,7 @@ def test_mask_ratio_slider_redraws_the_figure(lab, browser, tmp_path):
 
 
 def _run_notebook_and_move_slider(browser, base: str, token: str) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
@@ -180,8 +181,10 @@ def _run_notebook_and_move_slider(browser, base: str, token: str) -> None:
     handle.click()
     for _ in range(4):  # 0.90 -> 0.70 in steps of 0.05
         handle.send_keys(Keys.ARROW_LEFT)
-    redraw = WebDriverWait(browser, REDRAW_TIMEOUT_S, poll_frequency=0.5)
+    # each key press may redraw, replacing the image element: read its source inside the wait, which retries
+    # when the element it found was replaced meanwhile
+    redraw = WebDriverWait(browser, REDRAW_TIMEOUT_S, poll_frequency=0.5,
+                           ignored_exceptions=(StaleElementReferenceException,))
     redraw.until(lambda d: readout.text == "0.70")
-    redraw.until(lambda d: d.find_element(*drawing_img).get_attribute("src") != first)
-    second = browser.find_element(*drawing_img).get_attribute("src")
+    second = redraw.until(lambda d: (src := d.find_element(*drawing_img).get_attribute("src")) != first and src)
     assert second.startswith("data:image/png;base64,") and second != first
