@@ -3,7 +3,7 @@ whose appearance probe beats random-init encoders of the same architecture by mo
 
 Measured (quick benchmark, vit_micro, 936 steps of batch 64 on 15000 stills at lr 8e-3; probes: 1000 train and
 1000 val clips, mean pooling over the frames, top-1 %): trained 30.1 against random-init seeds 0, 1, 2 at 20.5,
-22.9, 21.2 (spread 2.4; chance 10); 85 s alone on 2 threads. Judged by a probe, never by the loss (0.62 at the
+22.9, 21.2 (spread 2.4; chance 10); 85 s alone on 2 threads, 112 s inside a slower suite run. Judged by a probe, never by the loss (0.62 at the
 end). Chosen on val among eight budgets of 624 to 1248 steps: at 624 steps the trained encoder led the best floor by at
 most 3.4 points (thin against the 2.4 spread), and more distinct stills helped more than more epochs (10000 stills
 x 6 epochs, the same 936 steps: 26.7).
