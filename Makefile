@@ -8,6 +8,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
+# pytest-xdist workers of `make test` (one per core of the 2-core machine the suite is sized for; see conftest.py)
+TEST_WORKERS ?= 2
 # torch and torchvision are pinned together in every install path (see pyproject.toml)
 TORCH_PINS := torch==2.13.0 torchvision==0.28.0
 
@@ -27,7 +29,7 @@ run: $(STAMP)
 	$(PY) -m mvd_lib.notebook_runner --profile $(PROFILE)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 strip: $(STAMP)
 	$(PY) -m mvd_lib.notebook_runner --strip

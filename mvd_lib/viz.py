@@ -28,6 +28,7 @@ import torch
 from mvd_lib import transforms as T
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from mvd_lib.analysis import AttentionDistance, Curves, FrameSimilarity, MaskedReconstruction, TargetMaps
@@ -179,12 +180,32 @@ def _bare(ax) -> None:
     ax.set_yticks([])
 
 
+
+def _heatmap(data: np.ndarray, ax: "Axes", **kwargs) -> None:
+    """`seaborn.heatmap` on `ax`, drawn as if `ax` were alone: seaborn draws the whole figure once per heatmap
+    (to check tick-label overlap), so a figure of n heatmaps cost n full draws, each running the constrained
+    layout over every axes drawn so far. The other axes are hidden and the layout engine paused for that draw;
+    both come back before returning, and the layout runs once, when the figure is drawn or saved."""
+    import seaborn as sns
+
+    fig = ax.figure
+    engine, others = fig.get_layout_engine(), [a for a in fig.axes if a is not ax and a.get_visible()]
+    fig.set_layout_engine("none")
+    for a in others:
+        a.set_visible(False)
+    try:
+        sns.heatmap(data, ax=ax, **kwargs)
+    finally:
+        for a in others:
+            a.set_visible(True)
+        fig.set_layout_engine(engine)
+
+
 def similarity_figure(results: "FrameSimilarity | Mapping[str, FrameSimilarity]", annotate: bool | None = None,
                       save: bool | str = False, figures_dir: str | Path | None = None) -> "Figure":
     """Paper Figure 3: one row per model ({label: FrameSimilarity}), columns raw and slot-centred T' x T'
     cosine-similarity heatmaps on a shared [-1, 1] scale, one colour bar. Default name "frame_similarity"."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     rows = dict(results) if isinstance(results, Mapping) else {"": results}
     fig, axes = plt.subplots(len(rows), 2, figsize=(6.4, 2.9 * len(rows)), squeeze=False, layout="constrained")
@@ -192,7 +213,7 @@ def similarity_figure(results: "FrameSimilarity | Mapping[str, FrameSimilarity]"
         n = sim.raw.shape[0]
         for c, (name, mat) in enumerate((("raw", sim.raw), ("slot-centred", sim.centred))):
             ax = axes[r, c]
-            sns.heatmap(mat, ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", square=True, cbar=False,
+            _heatmap(mat, ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", square=True, cbar=False,
                         annot=n <= 8 if annotate is None else annotate, fmt=".2f", annot_kws={"size": 7})
             ax.set_title(f"{label} {name}".strip(), fontsize=9)
             ax.set_xlabel("time slot")
@@ -229,7 +250,6 @@ def target_maps_figure(maps: "TargetMaps", index: int = 0, title: str | None = N
     """Rows: teacher target (PCA colours), student prediction (same projection), cosine error at masked tokens;
     columns: time slots; one colour bar for the error. Default name "target_maps_<branch>"."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     target, pred, error = maps.target[index], maps.prediction[index], maps.error[index]
     t = target.shape[0]
@@ -238,7 +258,7 @@ def target_maps_figure(maps: "TargetMaps", index: int = 0, title: str | None = N
     for s in range(t):
         axes[0, s].imshow(target[s], interpolation="nearest")
         axes[1, s].imshow(pred[s], interpolation="nearest")
-        sns.heatmap(error[s], ax=axes[2, s], vmin=0.0, vmax=max(vmax, 1e-6), cmap="magma", cbar=False, square=True)
+        _heatmap(error[s], ax=axes[2, s], vmin=0.0, vmax=max(vmax, 1e-6), cmap="magma", cbar=False, square=True)
         axes[0, s].set_title(f"slot {s}", fontsize=8)
         for r in range(3):
             _bare(axes[r, s])
@@ -257,7 +277,6 @@ def rollout_figure(rollout_map: np.ndarray | torch.Tensor, video: torch.Tensor |
     shared scale; with `video` ([C, T, H, W]) a row of each slot's front frame above them. Default name
     "attention_rollout"."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     heat = np.asarray(rollout_map.detach().cpu() if isinstance(rollout_map, torch.Tensor) else rollout_map)
     t = heat.shape[0]
@@ -270,7 +289,7 @@ def rollout_figure(rollout_map: np.ndarray | torch.Tensor, video: torch.Tensor |
             _bare(axes[0, s])
     for s in range(t):
         ax = axes[rows - 1, s]
-        sns.heatmap(heat[s], ax=ax, vmin=float(heat.min()), vmax=float(heat.max()), cmap="viridis", cbar=False,
+        _heatmap(heat[s], ax=ax, vmin=float(heat.min()), vmax=float(heat.max()), cmap="viridis", cbar=False,
                     square=True)
         _bare(ax)
         axes[0, s].set_title(f"slot {s}", fontsize=8)

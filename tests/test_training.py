@@ -133,6 +133,7 @@ def _copy_teachers(src: Path, dst: Path) -> None:
         shutil.copytree(only(src, verb), dst / verb / only(src, verb).name)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_curve(smoke_runs, tmp_path):
     """Kill a distillation subprocess mid-run (SIGKILL), resume it, and compare with an uninterrupted run."""
     sets = ["--set", "optim.epochs=8", "--set", "checkpoint_every=1"]
@@ -269,6 +270,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(smoke_runs, tmp_path):
     """torchrun, 2 CPU processes (gloo), global batch 8 = 2 x 4: the same loss curve as 1 process, batch 8."""
     sets = ["--set", "optim.epochs=2"]

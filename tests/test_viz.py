@@ -102,6 +102,9 @@ def test_similarity_figure_rows_and_saving(tmp_path):
     assert len(fig.axes) == 2 * 2 + 1  # raw and centred per model, one colour bar
     assert fig.axes[1].get_title() == "student slot-centred"
     assert (tmp_path / "frame_similarity.png").exists()
+    # each heatmap is drawn with the other axes hidden and the layout paused (viz._heatmap): both come back
+    assert all(ax.get_visible() for ax in fig.axes)
+    assert type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
     plt.close(fig)
     fig = viz.similarity_figure(sim, save="fig3_one", figures_dir=tmp_path)
     assert len(fig.axes) == 3 and (tmp_path / "fig3_one.png").exists()
