@@ -180,7 +180,6 @@ def _bare(ax) -> None:
     ax.set_yticks([])
 
 
-
 def _heatmap(data: np.ndarray, ax: "Axes", **kwargs) -> None:
     """`seaborn.heatmap` on `ax`, drawn as if `ax` were alone: seaborn draws the whole figure once per heatmap
     (to check tick-label overlap), so a figure of n heatmaps cost n full draws, each running the constrained
@@ -214,7 +213,7 @@ def similarity_figure(results: "FrameSimilarity | Mapping[str, FrameSimilarity]"
         for c, (name, mat) in enumerate((("raw", sim.raw), ("slot-centred", sim.centred))):
             ax = axes[r, c]
             _heatmap(mat, ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", square=True, cbar=False,
-                        annot=n <= 8 if annotate is None else annotate, fmt=".2f", annot_kws={"size": 7})
+                     annot=n <= 8 if annotate is None else annotate, fmt=".2f", annot_kws={"size": 7})
             ax.set_title(f"{label} {name}".strip(), fontsize=9)
             ax.set_xlabel("time slot")
             ax.set_ylabel("time slot" if c == 0 else "")
