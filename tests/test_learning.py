@@ -2,8 +2,8 @@
 appearance probe beats random-init encoders of the same architecture by more than their seed spread.
 
 Measured (quick benchmark, vit_micro, 702 steps of batch 64 on 15000 stills (3 epochs) at lr 8e-3; probes: 1000
-train and 1000 val clips, frames 0 and 8 of each, mean pooling, top-1 %): trained 25.4 against random-init seeds
-0, 1, 2 at 19.4, 19.8, 21.1 (spread 1.7; chance 10), the same on one torch thread (as in `make test`) and on two.
+train and 1000 val clips, frames 0 and 8 of each, mean pooling, top-1 %): trained 25.4 (on one torch thread, as in
+`make test`, and on two) against random-init seeds 0, 1, 2 at 19.4, 19.8, 21.1 (spread 1.7; chance 10).
 Training took 109 s on one thread and 81 s on two; the whole test 99 s alone on 2 threads. Judged by a probe,
 never by the loss. Chosen on val: 936 steps (4 epochs) gave 25.0, no better, and half of it (468 steps) did not
 clear the floors (21.6 at mask ratio 0.75, 18.8 at 0.5); 22500 stills x 2 epochs (702 steps) gave 22.2. Reading
