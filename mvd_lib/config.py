@@ -684,7 +684,8 @@ class ProbeConfig(RunConfig):
     poolings: tuple[str, ...] = ("mean", "time")  # feature pooling(s) of the linear and k-NN probes
     tasks: tuple[str, ...] = ("appearance", "motion")  # label sets to probe
     c_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths tried
-    holdout_fraction: float = 0.2  # part of the TRAINING split used to choose C
+    attentive_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # attentive-probe peak lrs tried (one: fixed, no choice)
+    holdout_fraction: float = 0.2  # part of the TRAINING split used to choose C (and the attentive lr)
     split: Literal["val", "test"] = "test"  # the split scored (choose settings on val, report on test)
     low_shot: tuple[int, ...] = ()  # labelled clips per class of a low-shot curve (linear, time pooling); () = off
     batch_size: int = 64  # clips per forward pass
@@ -692,7 +693,7 @@ class ProbeConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("protocols", "poolings", "tasks", "c_grid", "low_shot"):
+        for name in ("protocols", "poolings", "tasks", "c_grid", "attentive_lrs", "low_shot"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _require(all(k >= 1 for k in self.low_shot), f"low_shot counts clips per class (>= 1), got {self.low_shot}")
         bad = [p for p in self.protocols if p not in PROTOCOLS]
@@ -702,6 +703,8 @@ class ProbeConfig(RunConfig):
         bad = [t for t in self.tasks if t not in ("appearance", "motion", "label")]
         _require(not bad and self.tasks, f"tasks must be some of ('appearance', 'motion', 'label'), got {self.tasks}")
         _require(bool(self.c_grid) and all(c > 0 for c in self.c_grid), f"c_grid must hold positive values, got {self.c_grid}")
+        _require(bool(self.attentive_lrs) and all(lr > 0 for lr in self.attentive_lrs),
+                 f"attentive_lrs must hold positive values, got {self.attentive_lrs}")
         _require(0 < self.holdout_fraction < 1, f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
 

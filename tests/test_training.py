@@ -380,3 +380,15 @@ def test_training_leaves_the_callers_random_stream_alone(tmp_path):
     Trainer(objective, ToyData(), OptimConfig(epochs=1, warmup_epochs=0, batch_size=8, lr=0.01), tmp_path,
             progress=False).fit()
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_probe_attentive_lrs_one_value_fits_once_without_a_held_out_choice(tmp_path):
+    kw = dict(root=tmp_path / "runs", progress=False, encoder="random", protocols=("attentive",), tasks=("motion",))
+    grid = runner.run("probe", "smoke", **kw).metrics["probe"]["attentive"]["motion"]["tokens"]
+    assert [s["lr"] for s in grid["grid"]] == [1e-3, 3e-3, 1e-2] and grid["num_holdout"] > 0
+    assert len(grid["holdout_top1"]) == 3
+    fixed = runner.run("probe", "smoke", attentive_lrs=(3e-3,), **kw)
+    r = fixed.metrics["probe"]["attentive"]["motion"]["tokens"]
+    assert r["chosen"]["lr"] == 3e-3 and r["num_holdout"] == 0 and r["holdout_top1"] == []
+    assert fixed.hash != runner.run("probe", "smoke", **kw).hash  # the lrs are part of the run's identity
+    assert runner.profile("laptop").attentive_lrs == (1e-3,)
