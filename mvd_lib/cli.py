@@ -285,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help="profile (default quick; laptop for the committed results)")
     p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated student seeds (default 0,1,2)")
-    p.add_argument("--protocols", default="linear,attentive,finetune", help="how models are scored")
+    p.add_argument("--protocols", default="linear,attentive,finetune",
+                   help="how models are scored: linear, attentive, finetune (default all three; finetuning two "
+                        "tasks per arm and seed is most of the cost)")
     p.add_argument("--out", default=None, help="results folder (default results/<profile>)")
     p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
     p.add_argument("--rebuild", action="store_true", help="only rebuild the tables from the results folder")
