@@ -98,10 +98,11 @@ def _choose(scores: list[float]) -> int:
 
 
 def _holdout(y: np.ndarray, fraction: float | None, seed: int, grid: list) -> tuple[np.ndarray, np.ndarray] | None:
-    """The stratified (fit, held-out) rows of the training split, or None (no choice) with fraction None."""
-    if fraction is None:
-        if len(grid) != 1:
-            raise ValueError(f"holdout_fraction=None fits a single setting without a held-out choice; got {grid}")
+    """The stratified (fit, held-out) rows of the training split, or None (no choice): with fraction None, or
+    with a grid of one setting, where there is nothing to choose and the held-out fits would be wasted."""
+    if fraction is None and len(grid) != 1:
+        raise ValueError(f"holdout_fraction=None fits a single setting without a held-out choice; got {grid}")
+    if fraction is None or len(grid) == 1:
         return None
     return stratified_holdout(y, fraction, seed)
 

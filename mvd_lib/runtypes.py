@@ -429,15 +429,10 @@ class Probe(FrozenFeatures):
             for task in cfg.tasks:
                 # the attentive probe reads every token; linear and k-NN probes read each pooling
                 for pooling in (("tokens",) if protocol == "attentive" else cfg.poolings):
-                    extra: dict[str, Any] = {"holdout_fraction": cfg.holdout_fraction}
-                    if protocol == "linear":
-                        extra["c_grid"] = cfg.c_grid
-                    if protocol == "attentive":  # one lr: fitted once on the whole training split, no held-out choice
-                        extra["lr_grid"] = cfg.attentive_lrs
-                        if len(set(cfg.attentive_lrs)) == 1:
-                            extra["holdout_fraction"] = None
+                    extra = ({"c_grid": cfg.c_grid} if protocol == "linear" else
+                             {"lr_grid": cfg.attentive_lrs} if protocol == "attentive" else {})
                     res = run_protocol(protocol, feats_tr[pooling].select(task), feats_sc[pooling].select(task),
-                                       seed=cfg.seed, **extra)
+                                       seed=cfg.seed, holdout_fraction=cfg.holdout_fraction, **extra)
                     results.setdefault(protocol, {}).setdefault(task, {})[pooling] = _without_predictions(res)
         out: dict[str, Any] = {"probe": results, "split": cfg.split, "encoder": deps["encoder"].fingerprint}
         if cfg.low_shot:
