@@ -434,6 +434,17 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return fit_idx, held_idx
 
 
+def holdout_split(y: np.ndarray, fraction: float | None, seed: int, grid: Sequence) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stratified (fit, held-out) rows of the training split on which a probe chooses among `grid`, or None
+    (no choice): with fraction None, or with a grid of one setting, where there is nothing to choose and the
+    held-out fits would be wasted. Every probe protocol chooses its setting through this rule."""
+    if fraction is None and len(grid) != 1:
+        raise ValueError(f"holdout_fraction=None fits a single setting without a held-out choice; got {list(grid)}")
+    if fraction is None or len(grid) == 1:
+        return None
+    return stratified_holdout(y, fraction, seed)
+
+
 def _standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std of x [N, F] (std floored so constant features stay finite)."""
     x64 = x.astype(np.float64)
@@ -467,8 +478,8 @@ def fit_probe(train: Features, test: Features, c_grid: Sequence[float] = DEFAULT
        held-out part. The best C wins; ties go to the smaller C (stronger regularization).
     2. Refit on the whole training split (standardized with its mean/std) with that C; report test top-1,
        top-5 (more than 5 classes) and train top-1. The test split plays no part in step 1.
-    holdout_fraction None skips step 1 and fits the single C in `c_grid` (for training sets too small to hold
-    anything out, e.g. one clip per class). Deterministic: the same inputs and seed give the same result.
+    A `c_grid` of one C skips step 1 (nothing to choose; `holdout_split`); so does holdout_fraction None, which
+    needs a single C (for training sets too small to hold anything out, e.g. one clip per class). Deterministic: the same inputs and seed give the same result.
 
     threads: BLAS/OpenMP threads for the fits. 1 (default) is the fastest for probe-sized problems (a few
     thousand clips x ~1000 features: about a second for the whole C grid) and far faster on a shared CPU,
@@ -527,16 +538,15 @@ def _fit_probe(train: Features, test: Features, c_grid: Sequence[float], holdout
     grid = sorted({float(c) for c in c_grid})
     if not grid or grid[0] <= 0:
         raise ValueError(f"c_grid must hold positive values, got {list(c_grid)}")
-    if holdout_fraction is None and len(grid) != 1:
-        raise ValueError(f"holdout_fraction=None fits a single C without a held-out choice; got c_grid {grid}")
+    split = holdout_split(train.y, holdout_fraction, seed, grid)
     start = time.perf_counter()
 
     # 1. choose C on a held-out part of the training split
     held_acc, converged, num_holdout = [], True, 0
-    if holdout_fraction is None:
+    if split is None:
         best = grid[0]
     else:
-        fit_idx, held_idx = stratified_holdout(train.y, holdout_fraction, seed)
+        fit_idx, held_idx = split
         mean, std = _standardizer(train.x[fit_idx])
         x_fit = (train.x[fit_idx] - mean) / std
         x_held = (train.x[held_idx] - mean) / std

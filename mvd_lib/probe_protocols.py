@@ -3,7 +3,7 @@
 The paper scores encoders by full finetuning (mvd_reference.md section 6); probe.py adds the linear probe.
 Each protocol here asks the same frozen features a different question, with the same discipline as
 `probe.fit_probe`: hyper-parameters are chosen on a stratified held-out part of the TRAINING split
-(`probe.stratified_holdout`), the model is refitted on the whole training split, and the test split is scored
+(`probe.holdout_split`; a grid of one setting skips the choice), the model is refitted on the whole training split, and the test split is scored
 once. Every result reports top-1 / top-5 / chance, the chosen hyper-parameters and the held-out scores.
 
 - "linear": `probe.fit_probe` (multinomial logistic regression on standardized pooled features).
@@ -48,7 +48,7 @@ from torch import nn
 
 from mvd_lib.config import PROTOCOLS as CONFIG_PROTOCOLS
 from mvd_lib.pos_embed import sincos_1d, sincos_3d
-from mvd_lib.probe import (Features, ProbeResult, check_splits, fit_probe, score_predictions,
+from mvd_lib.probe import (Features, ProbeResult, check_splits, fit_probe, holdout_split, score_predictions,
                            stratified_holdout)
 from mvd_lib.rng import generator
 
@@ -95,16 +95,6 @@ class ProtocolResult:
 def _choose(scores: list[float]) -> int:
     """Index of the best held-out score; ties go to the first setting."""
     return int(np.argmax(scores))
-
-
-def _holdout(y: np.ndarray, fraction: float | None, seed: int, grid: list) -> tuple[np.ndarray, np.ndarray] | None:
-    """The stratified (fit, held-out) rows of the training split, or None (no choice): with fraction None, or
-    with a grid of one setting, where there is nothing to choose and the held-out fits would be wasted."""
-    if fraction is None and len(grid) != 1:
-        raise ValueError(f"holdout_fraction=None fits a single setting without a held-out choice; got {grid}")
-    if fraction is None or len(grid) == 1:
-        return None
-    return stratified_holdout(y, fraction, seed)
 
 
 @contextlib.contextmanager
@@ -367,7 +357,7 @@ def _fit_attentive(train: Features, test: Features, cfg: AttentiveProbeConfig, h
     start = time.perf_counter()
 
     held_acc: list[float] = []
-    split = _holdout(train.y, holdout_fraction, seed, settings)
+    split = holdout_split(train.y, holdout_fraction, seed, settings)
     best = settings[0]
     if split is not None:
         fit_idx, held_idx = (torch.from_numpy(i) for i in split)
@@ -459,7 +449,7 @@ def _fit_knn(train: Features, test: Features, k_grid: Sequence[int], temperature
     K = len(classes)
 
     held_acc: list[float] = []
-    split = _holdout(train.y, holdout_fraction, seed, grid)
+    split = holdout_split(train.y, holdout_fraction, seed, grid)
     best = grid[0]
     if split is not None:
         fit_idx, held_idx = split

@@ -197,13 +197,17 @@ def test_linear_probe_runs_on_a_random_init_encoder():
     assert abs(correct - round(correct)) < 1e-6 and result.c in C_GRID and len(result.holdout_top1) == len(C_GRID)
 
 
-def test_holdout_fraction_none_fits_the_single_c():
+def test_a_single_c_is_fitted_once_without_a_held_out_choice():
     train, test = blobs(120, 3, 8, 1.0, seed=0), blobs(60, 3, 8, 1.0, seed=1)
-    held = fit_probe(train, test, (0.1,), holdout_fraction=0.2)
+    one = fit_probe(train, test, (0.1,), holdout_fraction=0.2)  # one C: nothing to choose, no held-out fits
     none = fit_probe(train, test, (0.1,), holdout_fraction=None)
-    assert none.holdout_top1 == [] and none.num_holdout == 0 and none.c == 0.1
-    assert none.top1 == held.top1 and none.test_pred.tolist() == held.test_pred.tolist()  # same final fit
-    with pytest.raises(ValueError, match="single C"):
+    grid = fit_probe(train, test, (0.1, 1.0), holdout_fraction=0.2)
+    assert one.holdout_top1 == none.holdout_top1 == [] and one.num_holdout == none.num_holdout == 0
+    assert one.c == none.c == 0.1 and len(grid.holdout_top1) == 2 and grid.num_holdout > 0
+    assert none.top1 == one.top1 and none.test_pred.tolist() == one.test_pred.tolist()
+    if grid.c == 0.1:  # the final fit does not depend on the held-out fits
+        assert grid.test_pred.tolist() == one.test_pred.tolist()
+    with pytest.raises(ValueError, match="single setting"):
         fit_probe(train, test, (0.1, 1.0), holdout_fraction=None)
 
 
