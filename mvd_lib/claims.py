@@ -137,6 +137,16 @@ def arms_needed(claims: Iterable[str] = tuple(CLAIMS), compute: bool = True) -> 
     return [n for n in ARMS if n in names]
 
 
+def arms_for(ids: Sequence[str]) -> list[str]:
+    """The arms to run for the claims `ids` (C1-C8): `arms_needed` of the tabled claims, plus the VideoMAE runs
+    when C8 is asked for (C4 needs only the teachers and Table 1 students, which every experiment has)."""
+    known = sorted([*CLAIMS, "C4", "C8"])
+    unknown = [c for c in ids if c not in known]
+    if unknown or not ids:
+        raise ConfigError(f"unknown claim(s) {unknown or list(ids)}; choose from {known}")
+    return arms_needed([c for c in ids if c in CLAIMS], compute="C8" in ids)
+
+
 # ================================================================================================ running
 @dataclass
 class Records:

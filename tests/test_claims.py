@@ -56,6 +56,17 @@ def test_judge_c2_both_ways():
     assert [o["verdict"] for o in result["outcomes"]] == ["not reproduced", "reproduced"]
 
 
+def test_arms_for_runs_only_what_the_chosen_claims_need():
+    table1 = ["image teacher", "video teacher", "random init", "image-teacher student", "video-teacher student",
+              "co-teaching student", "random-teacher student"]
+    assert claims.arms_for(["C2", "C4"]) == claims.arms_for(["C4"]) == table1
+    assert claims.arms_for(["C8"]) == table1 + ["VideoMAE baseline", "VideoMAE longer"]
+    assert "per-token student" in claims.arms_for(["C7"]) and "VideoMAE longer" not in claims.arms_for(["C1"])
+    assert claims.arms_for([*claims.CLAIMS, "C4", "C8"]) == claims.arms_needed()  # the default: every claim
+    with pytest.raises(claims.ConfigError, match="unknown claim"):
+        claims.arms_for(["C9"])
+
+
 def test_constancy_of_constant_and_changing_features():
     import torch
 
