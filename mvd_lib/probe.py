@@ -434,7 +434,8 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return fit_idx, held_idx
 
 
-def holdout_split(y: np.ndarray, fraction: float | None, seed: int, grid: Sequence) -> tuple[np.ndarray, np.ndarray] | None:
+def holdout_split(y: np.ndarray, fraction: float | None, seed: int,
+                  grid: Sequence) -> tuple[np.ndarray, np.ndarray] | None:
     """The stratified (fit, held-out) rows of the training split on which a probe chooses among `grid`, or None
     (no choice): with fraction None, or with a grid of one setting, where there is nothing to choose and the
     held-out fits would be wasted. Every probe protocol chooses its setting through this rule."""
@@ -479,7 +480,8 @@ def fit_probe(train: Features, test: Features, c_grid: Sequence[float] = DEFAULT
     2. Refit on the whole training split (standardized with its mean/std) with that C; report test top-1,
        top-5 (more than 5 classes) and train top-1. The test split plays no part in step 1.
     A `c_grid` of one C skips step 1 (nothing to choose; `holdout_split`); so does holdout_fraction None, which
-    needs a single C (for training sets too small to hold anything out, e.g. one clip per class). Deterministic: the same inputs and seed give the same result.
+    needs a single C (for training sets too small to hold anything out, e.g. one clip per class).
+    Deterministic: the same inputs and seed give the same result.
 
     threads: BLAS/OpenMP threads for the fits. 1 (default) is the fastest for probe-sized problems (a few
     thousand clips x ~1000 features: about a second for the whole C grid) and far faster on a shared CPU,
