@@ -203,6 +203,12 @@ def run_experiments(p: Profile | str = "laptop", seeds: Sequence[int] = (0, 1, 2
 
 
 # ================================================================================================ scores
+def table_pooling(protocol: str) -> str:
+    """The feature pooling whose score the tables show for a probe protocol: the attentive probe reads every
+    token, the linear (and k-NN) probe the time-ordered pooling."""
+    return "tokens" if protocol == "attentive" else "time"
+
+
 def score_rows(records: Records) -> list[dict[str, Any]]:
     """One row per (arm, seed, protocol, task): top-1 on the test split, with the run it came from."""
     rows = []
@@ -213,8 +219,7 @@ def score_rows(records: Records) -> list[dict[str, Any]]:
         if probe is not None:
             for protocol, by_task in probe.metrics["probe"].items():
                 for task, by_pool in by_task.items():
-                    pooling = "tokens" if protocol == "attentive" else "time"
-                    r = by_pool[pooling]
+                    r = by_pool[table_pooling(protocol)]
                     rows.append({**base, "protocol": protocol, "task": task, "top1": r["top1"],
                                  "num_test": r["num_test"], "run": probe.hash})
         for task in TASKS:

@@ -4,7 +4,8 @@ The paper scores encoders by full finetuning (mvd_reference.md section 6); probe
 Each protocol here asks the same frozen features a different question, with the same discipline as
 `probe.fit_probe`: hyper-parameters are chosen on a stratified held-out part of the TRAINING split
 (`probe.holdout_split`; a grid of one setting skips the choice), the model is refitted on the whole training
-split, and the test split is scored once. Every result reports top-1 / top-5 / chance, the chosen hyper-parameters and the held-out scores.
+split, and the test split is scored once. Every result reports top-1 / top-5 / chance, the chosen
+hyper-parameters and the held-out scores.
 
 - "linear": `probe.fit_probe` (multinomial logistic regression on standardized pooled features).
 - "attentive": the attentive probe of V-JEPA (Bardes et al. 2024), reduced to its core: learned queries read

@@ -123,7 +123,8 @@ def _laptop(name: str = "laptop", scale: float = 1.0) -> Profile:
         video_mask_ratio=0.75,
         video_optim=OptimConfig(epochs=40, warmup_epochs=4, batch_size=64, lr=1e-3, min_lr=1e-5),
         # students: 5 epochs (155 steps of 64 clips, about the quick students' 160 steps), sized for every arm of
-        # every table, 3 seeds, trained and probed in 2 h on 2 cores (measured: README, "Scales: one code path")
+        # every table, 3 seeds, toward a 2 h target on 2 cores; measured 2 h 32 min in all (README, "Scales: one
+        # code path"). Longer budgets are where the students start to learn (docs/student_search.md)
         distill_optim=OptimConfig(epochs=5, warmup_epochs=1, batch_size=64, min_lr=1e-4),
         finetune_optim=OptimConfig(epochs=30, warmup_epochs=5, batch_size=64, lr=1e-3, min_lr=1e-6,
                                    betas=(0.9, 0.999), layer_decay=0.75),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import mvd_lib  # noqa: F401  (installs the torchvision guard)
-from mvd_lib import runner
+from mvd_lib import claims, runner
 from mvd_lib.profiles import Profile, profile
 
 LOG = Path("docs/student_search.jsonl")  # every setting tried, shipped with docs/student_search.md
@@ -49,7 +49,7 @@ def _scores(probe: Any) -> dict[str, float]:
     out = {}
     for protocol, by_task in probe.metrics["probe"].items():
         for task, by_pool in by_task.items():
-            out[f"{protocol}/{task}"] = by_pool["tokens" if protocol == "attentive" else "time"]["top1"]
+            out[f"{protocol}/{task}"] = by_pool[claims.table_pooling(protocol)]["top1"]
     return out
 
 
