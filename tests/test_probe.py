@@ -205,6 +205,8 @@ def test_a_single_c_is_fitted_once_without_a_held_out_choice():
     assert one.holdout_top1 == none.holdout_top1 == [] and one.num_holdout == none.num_holdout == 0
     assert one.c == none.c == 0.1 and len(grid.holdout_top1) == 2 and grid.num_holdout > 0
     assert none.top1 == one.top1 and none.test_pred.tolist() == one.test_pred.tolist()
+    chosen = fit_probe(train, test, (grid.c,), holdout_fraction=0.2)  # the final fit ignores the held-out fits
+    assert chosen.top1 == grid.top1 and chosen.test_pred.tolist() == grid.test_pred.tolist()
     with pytest.raises(ValueError, match="single setting"):
         fit_probe(train, test, (0.1, 1.0), holdout_fraction=None)
 

@@ -58,6 +58,7 @@ def run_setting(name: str, seed: int, root: Path, log: Path, base: str = "laptop
     overrides = SETTINGS[name]
     p: Profile = profile(base, dict(overrides))
     floor = runner.run("probe", p, encoder="random", protocols=PROTOCOLS, split="val", seed=seed, root=root)
+    floor_val = _scores(floor)
     entries = []
     for arm in students:
         variant = STUDENTS[arm]
@@ -66,7 +67,7 @@ def run_setting(name: str, seed: int, root: Path, log: Path, base: str = "laptop
         probe = runner.run("probe", p, encoder=student, protocols=PROTOCOLS, split="val", seed=seed, root=root)
         entry = {"setting": name, "base": base, "overrides": overrides, "seed": seed, "arm": arm,
                  "steps": student.metrics.get("steps"), "student": student.hash, "val": _scores(probe),
-                 "random_init_val": _scores(floor), "seconds": round(time.perf_counter() - t0, 1)}
+                 "random_init_val": floor_val, "seconds": round(time.perf_counter() - t0, 1)}
         entries.append(entry)
         with log.open("a") as f:
             f.write(json.dumps(entry) + "\n")
