@@ -8,7 +8,7 @@ Verbs:
   pretrain-image   MAE pretraining of an image teacher
   pretrain-video   VideoMAE pretraining of a video teacher
   distill          MVD distillation of a student from teachers
-  finetune         supervised finetuning, then evaluation on the test split
+  finetune         supervised finetuning, then evaluation on the test split (or val: --set split=val)
   probe            probes on frozen features
   evaluate         multi-view evaluation of a finetuned model
   extract          frozen features of every clip of the lists' splits, written as .npy
@@ -41,7 +41,8 @@ RUN_HELP = {
     "pretrain-image": "MAE pretraining of an image teacher on stills",
     "pretrain-video": "VideoMAE pretraining of a video teacher on clips",
     "distill": "MVD: distil a student from frozen image/video teachers (or EMA / per-token / random-teacher variants)",
-    "finetune": "finetune a pretrained encoder with the reference recipe, then evaluate on the test split",
+    "finetune": "finetune a pretrained encoder with the reference recipe, then evaluate on the test split "
+                "(--set split=val scores val instead, to choose a setting)",
     "probe": "probes on frozen features (linear: mean and time-ordered pooling; both label sets)",
     "evaluate": "multi-view evaluation of a finetuned classifier",
     "extract": "frozen features of a chosen layer for every clip of the splits, written as .npy files",
@@ -162,10 +163,12 @@ def summary(run) -> str:
     if m.get("final_loss") is not None:
         lines.append(f"  final loss {m['final_loss']:.4f} after {m.get('steps')} steps "
                      f"({m.get('wall_time_s', 0):.0f} s, {m.get('train_flops', 0) / 1e12:.2f} TFLOP, {m.get('device')})")
-    if "test" in m:
-        t = m["test"]
-        lines.append(f"  test top-1 {t['top1']:.2f}%" + (f", top-5 {t['top5']:.2f}%" if t.get("top5") is not None else "")
-                     + f" on {t['num_videos']} videos ({t['num_views']} views)")
+    for split in ("val", "test"):  # a finetune's or an evaluation's scored split
+        t = m.get(split)
+        if isinstance(t, dict) and "top1" in t:
+            lines.append(f"  {split} top-1 {t['top1']:.2f}%"
+                         + (f", top-5 {t['top5']:.2f}%" if t.get("top5") is not None else "")
+                         + f" on {t['num_videos']} videos ({t['num_views']} views)")
     for protocol, by_task in m.get("probe", {}).items():
         for task, by_pool in by_task.items():
             for pool, r in by_pool.items():

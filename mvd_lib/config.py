@@ -32,6 +32,9 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from mvd_lib.errors import ConfigError
 
 Dtype = Literal["auto", "fp32", "bf16", "fp16"]
+# field metadata key: a field added after runs were recorded; at its default it stays out of config_hash, so the
+# runs recorded before it existed are found again (their configs equal the default)
+HASH_SILENT_AT_DEFAULT = "hash_silent_at_default"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -654,7 +657,8 @@ class DistillConfig(RunConfig):
 
 @dataclass(frozen=True)
 class FinetuneConfig(RunConfig):
-    """Supervised finetuning with the reference recipe, then multi-view evaluation on the test split."""
+    """Supervised finetuning with the reference recipe, then multi-view evaluation on one split (test by default;
+    val to choose a setting such as the budget without looking at test)."""
 
     model: ModelSpec = field(default_factory=lambda: ModelSpec(drop_path=0.1))
     init: str = "distill"  # run reference, "file:PATH", or "random"
@@ -664,9 +668,11 @@ class FinetuneConfig(RunConfig):
     data: DataSpec = field(default_factory=DataSpec)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         epochs=30, warmup_epochs=5, batch_size=64, lr=1e-3, min_lr=1e-6, betas=(0.9, 0.999), layer_decay=0.75))
+    split: Literal["val", "test"] = field(default="test", metadata={HASH_SILENT_AT_DEFAULT: True})  # split scored
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(self.split in ("val", "test"), f"split must be 'val' or 'test', got {self.split!r}")
         _require(self.num_classes >= 0, f"num_classes must be >= 0 (0: from the data), got {self.num_classes}")
         _require(0 <= self.fc_drop < 1, f"fc_drop must be in [0, 1), got {self.fc_drop}")
 
@@ -934,8 +940,10 @@ def config_hash(cfg: Any, dependencies: dict[str, str] | None = None) -> str:
     """10 hex digits of sha256 over the canonical JSON of a run config, with each field that references another
     run (REFERENCE_FIELDS) replaced by that dependency's fingerprint: the same teacher named two ways is the same
     run, and a changed teacher is another run. `device` stays out (HASH_EXCLUDED); the record names the device
-    the run used."""
-    data = {k: v for k, v in config_dict(cfg).items() if k not in HASH_EXCLUDED}
+    the run used. A field marked HASH_SILENT_AT_DEFAULT stays out while it holds its default."""
+    silent = {f.name for f in dataclasses.fields(cfg) if f.metadata.get(HASH_SILENT_AT_DEFAULT)
+              and getattr(cfg, f.name) == f.default}
+    data = {k: v for k, v in config_dict(cfg).items() if k not in HASH_EXCLUDED and k not in silent}
     deps = dict(dependencies or {})
     for name in deps:
         if name in data:

@@ -94,8 +94,8 @@ def _input_identity(verb: str, cfg: Any) -> dict[str, str]:
     if not folder.is_dir():
         raise ConfigError(f"data.list_dir={data.list_dir!r} is a file; give the folder holding train.csv, val.csv, "
                           "test.csv")
-    needed = {"pretrain-video": ["train"], "distill": ["train"], "finetune": ["train", "test"],
-              "probe": ["train", cfg.split if verb == "probe" else "test"], "evaluate": ["test"],
+    needed = {"pretrain-video": ["train"], "distill": ["train"], "finetune": ["train", getattr(cfg, "split", "test")],
+              "probe": ["train", getattr(cfg, "split", "test")], "evaluate": ["test"],
               "extract": [s for s in SPLITS if verb == "extract" and s in cfg.splits]}.get(verb, [])
     out = {}
     for path in list_files(data, needed):

@@ -4,7 +4,7 @@ models are loaded back.
     pretrain-image   MAE on stills (MAEObjective)                    -> encoder: ImageViT, teacher: ImageTeacher
     pretrain-video   VideoMAE on clips (VideoMAEObjective)           -> encoder: VideoViT (1-D sinusoid), VideoTeacher
     distill          MVD student from frozen teachers (DistillObjective) -> encoder: the student's VideoViT
-    finetune         classifier, reference recipe, then test evaluation -> encoder: the classifier's VideoViT
+    finetune         classifier, reference recipe, then `split` scored   -> encoder: the classifier's VideoViT
     probe            frozen-feature probes (no training loop)
     evaluate         multi-view evaluation of a finetuned classifier (no training loop)
     extract          frozen features of every clip written to .npy (no training loop)
@@ -370,16 +370,16 @@ class Finetune(RunType):
             aug = dataclasses.replace(aug, crop_scale=None, flip_prob=0.0)
         train_set = AugmentedClips(labeled_clips(cfg.data, cfg.model, "train", seed=cfg.seed, train_aug=cfg.augment),
                                    aug, seed=cfg.seed, out_size=cfg.model.img_size)
-        test = labeled_clips(cfg.data, cfg.model, "test", seed=cfg.seed)
+        scored = labeled_clips(cfg.data, cfg.model, cfg.split, seed=cfg.seed)
 
         def on_finish(m: nn.Module) -> dict:
-            result = evaluate(m, test, batch_size=32, device=device, dtype=dtype, progress=options.progress)
-            return {"test": result.to_dict()}
+            result = evaluate(m, scored, batch_size=32, device=device, dtype=dtype, progress=options.progress)
+            return {cfg.split: result.to_dict()}
 
         metrics = train(self.verb, cfg, folder, prepared, train_set, options, on_finish=on_finish,
-                        other_splits={"test": test})
+                        other_splits={cfg.split: scored})
         metrics.update(init=deps["init"].fingerprint, pos_embed=self.pos_embed(deps["init"]),
-                       num_classes=prepared.model.num_classes)
+                       num_classes=prepared.model.num_classes, split=cfg.split)
         return metrics
 
     def encoder(self, run) -> nn.Module:

@@ -341,6 +341,25 @@ def test_finetune_with_the_reference_augmentation_recipe(tmp_path):
     assert run.metrics["test"]["num_videos"] == 16
 
 
+def test_finetune_scores_val_when_asked_and_keeps_the_hashes_of_test_runs(tmp_path):
+    """`split=val` scores the val split (to choose a setting such as the budget); the default, test, leaves the
+    config hash as it was before `split` existed, so recorded finetunes (runs/finetune/laptop_motion-9427ce4cb9 and
+    its kin) are found again."""
+    from mvd_lib.profiles import preset
+
+    for name, pinned in (("smoke_appearance", "6469c14cda"), ("laptop_appearance", "69e1fd748a"),
+                         ("laptop_motion", "9427ce4cb9")):
+        assert config_hash(preset("finetune", name, ["init=random"]), {"init": "random"}) == pinned
+        assert config_hash(preset("finetune", name, ["init=random", "split=val"]), {"init": "random"}) != pinned
+    kw = dict(init="random", root=tmp_path, progress=False, overrides={"data.num_val": 12})
+    val = runner.run("finetune", "smoke", split="val", **kw)
+    assert val.metrics["split"] == "val" and "test" not in val.metrics
+    assert val.metrics["val"]["num_videos"] == 12
+    test = runner.run("finetune", "smoke", **kw)
+    assert test.hash != val.hash and test.metrics["test"]["num_videos"] == 16
+    assert val.metrics["loss_curve"] == test.metrics["loss_curve"]  # the same training; only the scored split differs
+
+
 def test_real_video_lists_through_finetune_probe_evaluate_and_extract(tmp_path):
     """data_samples/ mp4 files through decord: train, multi-view test, probe, evaluate, extract; a missing video
     is skipped, counted and named in the run's records instead of stopping the run."""

@@ -14,11 +14,12 @@ a JSON-lines log beside the random-init floor of the same seed. `--report` print
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import search_cli
 
 import mvd_lib  # noqa: F401  (installs the torchvision guard)
 from mvd_lib import claims, runner
@@ -69,15 +70,14 @@ def run_setting(name: str, seed: int, root: Path, log: Path, base: str = "laptop
                  "steps": student.metrics.get("steps"), "student": student.hash, "val": _scores(probe),
                  "random_init_val": floor_val, "seconds": round(time.perf_counter() - t0, 1)}
         entries.append(entry)
-        with log.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
+        search_cli.append(log, entry)
         print(f"{name} {arm}: {entry['val']}", flush=True)
     return entries
 
 
 def report(log: Path) -> str:
     """The log as one markdown table: val top-1 per student and setting, and the random-init floor."""
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = search_cli.log_rows(log)
     keys = [f"{p}/{t}" for p in PROTOCOLS for t in ("appearance", "motion")]
     out = ["| setting | seed | student | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
     floors: dict[tuple[str, int], dict[str, float]] = {}
@@ -91,30 +91,20 @@ def report(log: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("settings", nargs="*", help=f"settings to run: {', '.join(SETTINGS)}")
-    ap.add_argument("--seed", type=int, default=0, help="student and probe seed (default 0)")
-    ap.add_argument("--root", default="runs", help="runs folder (default runs/)")
-    ap.add_argument("--log", default=str(LOG), help=f"JSON-lines log (default {LOG})")
-    ap.add_argument("--students", default=",".join(v or "co" for v in STUDENTS.values()),
-                    help="students to train: img, vid, co (default all three)")
-    ap.add_argument("--list", action="store_true", help="list the settings and exit")
-    ap.add_argument("--report", action="store_true", help="print the log as markdown and exit")
-    args = ap.parse_args(argv)
-    if args.list:
-        for name, o in SETTINGS.items():
-            print(f"{name:<14} {json.dumps(o)}")
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--students", default=",".join(v or "co" for v in STUDENTS.values()),
+                        help="students to train: img, vid, co (default all three)")
+
+    args = search_cli.parse(__doc__, SETTINGS, LOG, options, argv)
+    if args is None:
         return 0
     if args.report:
         print(report(Path(args.log)))
         return 0
-    unknown = [s for s in args.settings if s not in SETTINGS]
-    if unknown or not args.settings:
-        ap.error(f"name settings from {list(SETTINGS)}" + (f"; unknown: {unknown}" if unknown else ""))
     by_short = {(v or "co"): arm for arm, v in STUDENTS.items()}
     picked = [s.strip() for s in args.students.split(",") if s.strip()]
     if not picked or any(s not in by_short for s in picked):
-        ap.error(f"--students takes some of {list(by_short)}, got {args.students!r}")
+        args.error(f"--students takes some of {list(by_short)}, got {args.students!r}")
     for name in args.settings:
         run_setting(name, args.seed, Path(args.root), Path(args.log), students=tuple(by_short[s] for s in picked))
     return 0

@@ -1,0 +1,115 @@
+"""Search for a finetuning budget on the laptop benchmark, scored on the val split.
+
+At the laptop recipe (30 epochs, 930 steps) a random-init encoder finetunes as well as the video teacher on both
+tasks (README, "What we learned"), so finetuning cannot tell pretraining from none there. A setting is a profile
+plus profile-level overrides of the finetuning recipe (`finetune_optim.*`). For each named setting this script
+finetunes (or loads) each encoder on both tasks with the run machinery (`runner.run` with `split=val`, so a
+killed search resumes where it stopped and no test clip is read) and appends one line per finetune to a
+JSON-lines log. `--report` prints the log as markdown (docs/finetune_search.md quotes it). Choose on `val`; the
+claims are reported on `test`.
+
+    python tools/finetune_search.py epochs_10             # finetune, score on val, log
+    python tools/finetune_search.py --list
+    python tools/finetune_search.py --report
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import search_cli
+
+import mvd_lib  # noqa: F401  (installs the torchvision guard)
+from mvd_lib import runner
+from mvd_lib.profiles import profile
+
+LOG = Path("docs/finetune_search.jsonl")  # every setting tried, shipped with docs/finetune_search.md
+ENCODERS = {"video teacher": "pretrain-video", "random init": "random", "image-teacher student": "distill:img",
+            "video-teacher student": "distill:vid", "co-teaching student": "distill"}  # name -> the `init` reference
+SHORT = {"teacher": "video teacher", "random": "random init", "img": "image-teacher student",
+         "vid": "video-teacher student", "co": "co-teaching student"}
+TASKS = ("appearance", "motion")
+
+# the laptop recipe: 30 epochs of 31 steps, warmup 5; shorter budgets keep a warmup of about a sixth
+SETTINGS: dict[str, dict[str, Any]] = {
+    "epochs_30": {},  # the laptop recipe as committed (930 steps)
+    "epochs_10": {"finetune_optim.epochs": 10, "finetune_optim.warmup_epochs": 2},  # 310 steps
+    "epochs_5": {"finetune_optim.epochs": 5, "finetune_optim.warmup_epochs": 1},  # 155 steps
+    "epochs_3": {"finetune_optim.epochs": 3, "finetune_optim.warmup_epochs": 1},  # 93 steps
+}
+
+
+def run_setting(name: str, seed: int, root: Path, log: Path, base: str = "laptop",
+                encoders: tuple[str, ...] = ("video teacher", "random init"),
+                tasks: tuple[str, ...] = TASKS) -> list[dict[str, Any]]:
+    """Finetune every encoder on every task at one setting, score each on val, and log one line per finetune."""
+    overrides = SETTINGS[name]
+    p = profile(base, dict(overrides))
+    done = {(r["setting"], r["base"], r["seed"], r["encoder"], r["task"]) for r in search_cli.log_rows(log)}
+    entries = []
+    for encoder in encoders:
+        for task in tasks:
+            if (name, base, seed, encoder, task) in done:
+                continue
+            t0 = time.perf_counter()
+            ft = runner.run("finetune", p, task, init=ENCODERS[encoder], split="val", seed=seed, root=root)
+            val = ft.metrics["val"]
+            entry = {"setting": name, "base": base, "overrides": overrides, "seed": seed, "encoder": encoder,
+                     "task": task, "steps": ft.metrics.get("steps"), "final_loss": ft.metrics.get("final_loss"),
+                     "val_top1": val["top1"], "num_val": val["num_videos"], "run": ft.hash,
+                     "seconds": round(time.perf_counter() - t0, 1)}
+            entries.append(entry)
+            search_cli.append(log, entry)
+            print(f"{name} {encoder} {task}: val top-1 {val['top1']:.1f}% (final loss {entry['final_loss']:.3f}, "
+                  f"{entry['steps']} steps)", flush=True)
+    return entries
+
+
+def report(log: Path) -> str:
+    """The log as one markdown table: val top-1 (final training loss) per setting, encoder and task."""
+    rows = search_cli.log_rows(log)
+    out = ["| setting | base | seed | steps | encoder | " + " | ".join(TASKS) + " |", "|---|---|---|---|---|"
+           + "---|" * len(TASKS)]
+    cells: dict[tuple, dict[str, str]] = {}
+    steps: dict[tuple, int] = {}
+    for r in rows:
+        key = (r["setting"], r["base"], r["seed"], r["encoder"])
+        cells.setdefault(key, {})[r["task"]] = f"{r['val_top1']:.1f} ({r['final_loss']:.2f})"
+        steps[key] = r["steps"]
+    for key, by_task in cells.items():
+        setting, base, seed, encoder = key
+        out.append(f"| {setting} | {base} | {seed} | {steps[key]} | {encoder} | "
+                   + " | ".join(by_task.get(t, "-") for t in TASKS) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--base", default="laptop", help="profile the settings override (default laptop)")
+        ap.add_argument("--encoders", default="teacher,random",
+                        help=f"encoders to finetune: some of {', '.join(SHORT)} (default teacher,random)")
+        ap.add_argument("--tasks", default=",".join(TASKS), help="tasks (default appearance,motion)")
+
+    args = search_cli.parse(__doc__, SETTINGS, LOG, options, argv)
+    if args is None:
+        return 0
+    if args.report:
+        print(report(Path(args.log)))
+        return 0
+    encoders = [s.strip() for s in args.encoders.split(",") if s.strip()]
+    if not encoders or any(e not in SHORT for e in encoders):
+        args.error(f"--encoders takes some of {list(SHORT)}, got {args.encoders!r}")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks or any(t not in TASKS for t in tasks):
+        args.error(f"--tasks takes some of {list(TASKS)}, got {args.tasks!r}")
+    for name in args.settings:
+        run_setting(name, args.seed, Path(args.root), Path(args.log), base=args.base,
+                    encoders=tuple(SHORT[e] for e in encoders), tasks=tuple(tasks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
