@@ -93,18 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"encoders to finetune: some of {', '.join(SHORT)} (default teacher,random)")
         ap.add_argument("--tasks", default=",".join(TASKS), help="tasks (default appearance,motion)")
 
-    args = search_cli.parse(__doc__, SETTINGS, LOG, options, argv)
+    args = search_cli.parse(__doc__, SETTINGS, LOG, report, options, argv)
     if args is None:
         return 0
-    if args.report:
-        print(report(Path(args.log)))
-        return 0
-    encoders = [s.strip() for s in args.encoders.split(",") if s.strip()]
-    if not encoders or any(e not in SHORT for e in encoders):
-        args.error(f"--encoders takes some of {list(SHORT)}, got {args.encoders!r}")
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if not tasks or any(t not in TASKS for t in tasks):
-        args.error(f"--tasks takes some of {list(TASKS)}, got {args.tasks!r}")
+    encoders = search_cli.pick(args, "encoders", list(SHORT))
+    tasks = search_cli.pick(args, "tasks", TASKS)
     for name in args.settings:
         run_setting(name, args.seed, Path(args.root), Path(args.log), base=args.base,
                     encoders=tuple(SHORT[e] for e in encoders), tasks=tuple(tasks))

@@ -1,19 +1,19 @@
 """The command line the val-split searches share (tools/student_search.py, tools/finetune_search.py): named
 settings as positional arguments, `--seed`, `--root`, `--log`, `--list` and `--report`, plus each search's own
-options."""
+options, and the JSON-lines log they append to."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
-def parse(doc: str, settings: dict[str, dict[str, Any]], log: Path,
+def parse(doc: str, settings: dict[str, dict[str, Any]], log: Path, report: Callable[[Path], str],
           add_options: Callable[[argparse.ArgumentParser], None] = lambda ap: None,
           argv: list[str] | None = None) -> argparse.Namespace | None:
-    """Parse the arguments; handle `--list` here (prints the settings, returns None). `args.report` is left to
-    the caller, which alone knows its table; otherwise at least one known setting must be named."""
+    """Parse the arguments. `--list` (the settings) and `--report` (`report(log)`, the log as markdown) are
+    printed here and give None; otherwise at least one known setting must be named."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("settings", nargs="*", help=f"settings to run: {', '.join(settings)}")
     ap.add_argument("--seed", type=int, default=0, help="run and probe seed (default 0)")
@@ -28,10 +28,22 @@ def parse(doc: str, settings: dict[str, dict[str, Any]], log: Path,
         for name, o in settings.items():
             print(f"{name:<14} {json.dumps(o)}")
         return None
+    if args.report:
+        print(report(Path(args.log)))
+        return None
     unknown = [s for s in args.settings if s not in settings]
-    if not args.report and (unknown or not args.settings):
+    if unknown or not args.settings:
         ap.error(f"name settings from {list(settings)}" + (f"; unknown: {unknown}" if unknown else ""))
     return args
+
+
+def pick(args: argparse.Namespace, option: str, allowed: Sequence[str]) -> list[str]:
+    """The comma-separated values of `--option`, each one of `allowed` (an argparse error otherwise)."""
+    text = getattr(args, option)
+    picked = [s.strip() for s in text.split(",") if s.strip()]
+    if not picked or any(s not in allowed for s in picked):
+        args.error(f"--{option} takes some of {list(allowed)}, got {text!r}")
+    return picked
 
 
 def log_rows(log: Path) -> list[dict[str, Any]]:

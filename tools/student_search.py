@@ -95,16 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--students", default=",".join(v or "co" for v in STUDENTS.values()),
                         help="students to train: img, vid, co (default all three)")
 
-    args = search_cli.parse(__doc__, SETTINGS, LOG, options, argv)
+    args = search_cli.parse(__doc__, SETTINGS, LOG, report, options, argv)
     if args is None:
         return 0
-    if args.report:
-        print(report(Path(args.log)))
-        return 0
     by_short = {(v or "co"): arm for arm, v in STUDENTS.items()}
-    picked = [s.strip() for s in args.students.split(",") if s.strip()]
-    if not picked or any(s not in by_short for s in picked):
-        args.error(f"--students takes some of {list(by_short)}, got {args.students!r}")
+    picked = search_cli.pick(args, "students", list(by_short))
     for name in args.settings:
         run_setting(name, args.seed, Path(args.root), Path(args.log), students=tuple(by_short[s] for s in picked))
     return 0
