@@ -3,6 +3,7 @@ sentences, Figure 3 matrices from saved rows, the exact-rebuild check, and secti
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,16 @@ def test_rebuild_differences_with_one_seed(tmp_path):
     assert "verdicts.json differs from its rebuild" in problem and "<end>" in problem
     (dest / "verdicts.json").unlink()
     assert claims.rebuild_differences(dest) == [f"{dest / 'verdicts.json'} is missing"]
+
+
+COMMITTED = sorted(p for p in (Path(__file__).resolve().parents[1] / "results").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_results_rebuild_exactly_from_their_run_records(folder):
+    """Every results folder in git (results/laptop, results/quick, ...): its tables and verdicts are exactly what
+    its saved run records give."""
+    assert claims.rebuild_differences(folder) == []
 
 
 def test_table_beside_paper():
