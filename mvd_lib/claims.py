@@ -40,7 +40,6 @@ from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
-from mvd_lib.config import config_dict
 from mvd_lib.errors import ConfigError
 from mvd_lib.profiles import Profile, profile
 
@@ -155,6 +154,7 @@ class Records:
     profile: str
     seeds: tuple[int, ...]
     runs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()  # the profile-level overrides the experiment ran with (Profile.overrides)
 
 
 def _model_run(arm: Arm, p: Profile, seed: int, kw: dict) -> Any:
@@ -183,7 +183,7 @@ def run_experiments(p: Profile | str = "laptop", seeds: Sequence[int] = (0, 1, 2
     if bad:
         raise ConfigError(f"unknown protocol(s) {bad}; choose from {PROTOCOLS}")
     kw = dict(root=root, progress=progress)
-    records = Records(p.name, tuple(seeds))
+    records = Records(p.name, tuple(seeds), overrides=tuple(p.overrides))
     probe_protocols = tuple(x for x in ("linear", "attentive") if x in protocols)
     for name in names:
         arm = ARMS[name]
@@ -359,7 +359,7 @@ def similarity_rows(records: Records, datasets: dict[str, Any], max_clips: int =
     """One row per (arm, seed, dataset): slot-centred constancy (mean and per clip) and the full matrices."""
     from mvd_lib.analysis import collect_slot_features, frame_similarity
 
-    p = profile(records.profile)
+    p = profile(records.profile, list(records.overrides))
     rows = []
     for (arm, seed), entry in records.runs.items():
         if arm not in SIMILARITY_ARMS:
@@ -499,8 +499,10 @@ def export(records: Records, dest: str | Path) -> Path:
         for key, run in entry.items():
             item[key] = copy(run) if run is not None else None
         index.append(item)
-    (dest / "experiment.json").write_text(json.dumps({"profile": records.profile, "seeds": list(records.seeds),
-                                                      "runs": index}, indent=1) + "\n")
+    info: dict[str, Any] = {"profile": records.profile, "seeds": list(records.seeds)}
+    if records.overrides:
+        info["profile_overrides"] = list(records.overrides)
+    (dest / "experiment.json").write_text(json.dumps({**info, "runs": index}, indent=1) + "\n")
     return dest
 
 
@@ -510,16 +512,11 @@ def load_export(dest: str | Path) -> Records:
 
     dest = Path(dest)
     info = json.loads((dest / "experiment.json").read_text())
-    records = Records(info["profile"], tuple(info["seeds"]))
+    records = Records(info["profile"], tuple(info["seeds"]), overrides=tuple(info.get("profile_overrides", ())))
     for item in info["runs"]:
         entry = {k: (Run.load(dest / "runs" / v) if v else None) for k, v in item.items() if k not in ("arm", "seed")}
         records.runs[(item["arm"], item["seed"])] = entry
     return records
-
-
-def experiment_config(records: Records) -> dict[str, Any]:
-    """The profile the experiment ran in, as a dict (for the results' headers)."""
-    return config_dict(profile(records.profile))
 
 
 # ================================================================================================ results
@@ -556,6 +553,8 @@ def write_results(records: Records, dest: str | Path, datasets: dict[str, Any] |
     (dest / "compute.json").write_text(json.dumps(compute_rows(records), indent=1) + "\n")
     if datasets:
         (dest / "similarity.json").write_text(json.dumps(similarity_rows(records, datasets)) + "\n")
+    else:  # none asked for: one left by an earlier experiment in this folder is not these records'
+        (dest / "similarity.json").unlink(missing_ok=True)
     tables, verdicts = build_tables(dest)
     (dest / "tables.md").write_text(tables)
     (dest / "verdicts.json").write_text(json.dumps(verdicts, indent=1) + "\n")
@@ -577,34 +576,54 @@ def build_tables(dest: str | Path) -> tuple[str, dict[str, Any]]:
     if similarity:
         verdicts["C4"] = judge_similarity(similarity)
     verdicts["C8"] = judge_compute(scores, compute)
-    lines = [f"# Results: profile {records.profile}, seeds {list(records.seeds)}", "",
+    with_overrides = f" with {', '.join(records.overrides)}" if records.overrides else ""
+    lines = [f"# Results: profile {records.profile}{with_overrides}, seeds {list(records.seeds)}", "",
              "Top-1 % on the test split, mean ± std over seeds (n = seeds). Appearance is the spatial task "
              "(K400's stand-in), motion the temporal task (SSv2's). linear: linear probe on time-ordered pooled "
              "features; attentive: attentive probe on every token; finetune: the reference recipe (light "
              "augmentation), then the test split.", ""]
+    # a section per claim this experiment can judge (an experiment run for some claims, e.g. --claims C2,C3,
+    # has no arms for the others); the rest are named at the end
+    compute_judged = any(k in PROTOCOLS for k in verdicts["C8"])
+    missing = [f"{table} ({cid})" for table, cid in TABLE_OF.items() if cid not in verdicts]
     for table, cid in TABLE_OF.items():
+        if cid not in verdicts:
+            continue
         claim = CLAIMS[cid]
         arms = [*claim.arms, *[c for c in CONTROLS if c not in claim.arms]]
         lines += [f"## {table} ({cid}): {claim.text}", "", _markdown(arm_table(scores, arms), table), "",
                   f"({PAPER_NOTES[table]}; controls: {', '.join(CONTROLS)})", "",
                   *_verdict_lines(verdicts.get(cid, {})), ""]
-    lines += [f"## C3 ({CLAIMS['C3'].table}): {CLAIMS['C3'].text}", "", *_verdict_lines(verdicts.get("C3", {})), ""]
-    lines += ["## Figure 3 (C4): cross-frame similarity of features, slot-centred", "",
-              "| model | " + " | ".join(sorted({r['dataset'] for r in similarity})) + " |", ""]
-    lines = lines[:-1] + ["|---|" + "---|" * len({r["dataset"] for r in similarity})] + _similarity_lines(similarity)
-    for name, v in verdicts.get("C4", {}).items():
-        lines += ["", f"{name}: **{v['verdict']}**"] + [
-            f"- {o['better']} {o['better_value']:.3f} vs {o['worse']} {o['worse_value']:.3f} (over {o['over']}, "
-            f"p = {o['p_greater']:.3g}): {o['verdict']}" for o in v["outcomes"]]
-    lines += ["", "## Table 6 (C8): accuracy against total training compute, teacher counted", "",
-              "| model | total PFLOP | train time (s) |", "|---|---|---|"]
-    for arm in sorted({r["arm"] for r in compute}):
-        sub = [r for r in compute if r["arm"] == arm]
-        lines.append(f"| {arm} | {np.mean([r['total_pflop'] for r in sub]):.4g} | "
-                     f"{np.mean([r['wall_time_s'] for r in sub]):.0f} |")
-    lines += ["", "(paper, ViT-B on 32 V100s: VideoMAE 800 ep 107 h 81.0; 1600 ep 214 h 81.5; MVD (800+) 400 ep "
-              "(107+) 57 h 81.9)", "", *_verdict_lines({k: v for k, v in verdicts["C8"].items() if k in PROTOCOLS})]
-    return "\n".join(lines) + "\n", verdicts
+    if "C3" in verdicts:
+        lines += [f"## C3 ({CLAIMS['C3'].table}): {CLAIMS['C3'].text}", "", *_verdict_lines(verdicts["C3"]), ""]
+    else:
+        missing.append(f"C3 ({CLAIMS['C3'].table})")
+    if similarity:
+        lines += ["## Figure 3 (C4): cross-frame similarity of features, slot-centred", "",
+                  "| model | " + " | ".join(sorted({r['dataset'] for r in similarity})) + " |",
+                  "|---|" + "---|" * len({r["dataset"] for r in similarity}), *_similarity_lines(similarity)]
+        for name, v in verdicts.get("C4", {}).items():
+            lines += ["", f"{name}: **{v['verdict']}**"] + [
+                f"- {o['better']} {o['better_value']:.3f} vs {o['worse']} {o['worse_value']:.3f} (over {o['over']}, "
+                f"p = {o['p_greater']:.3g}): {o['verdict']}" for o in v["outcomes"]]
+        lines += [""]
+    else:
+        missing.append("Figure 3 (C4)")
+    if compute_judged:
+        lines += ["## Table 6 (C8): accuracy against total training compute, teacher counted", "",
+                  "| model | total PFLOP | train time (s) |", "|---|---|---|"]
+        for arm in sorted({r["arm"] for r in compute}):
+            sub = [r for r in compute if r["arm"] == arm]
+            lines.append(f"| {arm} | {np.mean([r['total_pflop'] for r in sub]):.4g} | "
+                         f"{np.mean([r['wall_time_s'] for r in sub]):.0f} |")
+        lines += ["", "(paper, ViT-B on 32 V100s: VideoMAE 800 ep 107 h 81.0; 1600 ep 214 h 81.5; MVD (800+) 400 ep "
+                  "(107+) 57 h 81.9)", "",
+                  *_verdict_lines({k: v for k, v in verdicts["C8"].items() if k in PROTOCOLS}), ""]
+    else:
+        missing.append("Table 6 (C8)")
+    if missing:
+        lines += [f"Not in this experiment (their arms were not run): {', '.join(missing)}.", ""]
+    return "\n".join(lines[:-1]) + "\n", verdicts
 
 
 def _canonical(rows: list[dict[str, Any]]) -> list[str]:
@@ -841,8 +860,8 @@ def table_beside_paper(rows: list[dict[str, Any]], table: str, arms: Sequence[st
 
 
 def results_match(records: Records, dest: str | Path) -> bool:
-    """True when `dest` holds results `write_results` wrote for exactly these records: the same profile, seeds and
-    runs (verb and folder) per arm and seed, with its tables and verdicts saved. A second call of the pipeline can
+    """True when `dest` holds results `write_results` wrote for exactly these records: the same profile (and
+    profile overrides), seeds and runs (verb and folder) per arm and seed, with its tables and verdicts saved. A second call of the pipeline can
     then skip `write_results`, whose Figure 3 similarities need every model again."""
     dest = Path(dest)
     if not all((dest / name).exists() for name in ("experiment.json", "scores.json", "tables.md", "verdicts.json")):
@@ -852,4 +871,5 @@ def results_match(records: Records, dest: str | Path) -> bool:
                                           for key, run in entry.items()}}
             for (arm, seed), entry in records.runs.items()]
     return (info.get("profile") == records.profile and info.get("seeds") == list(records.seeds)
+            and info.get("profile_overrides", []) == list(records.overrides)
             and _canonical(info.get("runs", [])) == _canonical(ours))

@@ -202,7 +202,9 @@ def cmd_claims(args: argparse.Namespace) -> int:
                                      progress=not args.no_progress)
     out = claims.write_results(records, args.out, claims.similarity_datasets(p) if "C4" in wanted else None)
     print((out / "tables.md").read_text())
-    print(f"results: {out}/ (tables.md, verdicts.json, scores.json, similarity.json, compute.json, runs/)")
+    written = [n for n in ("tables.md", "verdicts.json", "scores.json", "similarity.json", "compute.json", "runs")
+               if (Path(out) / n).exists()]
+    print(f"results: {out}/ ({', '.join(n + '/' if n == 'runs' else n for n in written)})")
     return 0
 
 

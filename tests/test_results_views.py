@@ -161,6 +161,32 @@ def test_rebuild_differences_with_one_seed(tmp_path):
     assert claims.rebuild_differences(dest) == [f"{dest / 'verdicts.json'} is missing"]
 
 
+def test_results_of_some_claims_show_only_their_sections_and_name_the_profile_overrides(tmp_path):
+    """An experiment run for some claims (`claims --claims C2,C3 --profile-set ...`): its tables hold the sections
+    it can judge, name the others as not run, and carry the profile overrides through export and rebuild."""
+    from mvd_lib import runner
+
+    probes = [runner.run("probe", "smoke", encoder="random", seed=s, root=tmp_path / "runs", progress=False)
+              for s in (0, 1)]
+    runs = {("image-teacher student", s): {"model": None, "probe": probes[s]} for s in (0, 1)}
+    runs |= {("video-teacher student", s): {"model": None, "probe": probes[1 - s]} for s in (0, 1)}
+    records = claims.Records("smoke", (0, 1), runs, overrides=("distill_optim.epochs=3",))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "similarity.json").write_text('[{"arm": "image teacher"}]\n')  # an earlier experiment's
+    dest = claims.write_results(records, tmp_path / "results")
+    assert not (dest / "similarity.json").exists()
+    assert claims.load_export(dest).overrides == ("distill_optim.epochs=3",)
+    assert claims.results_match(records, dest)
+    assert not claims.results_match(claims.Records("smoke", (0, 1), runs), dest)  # other profile overrides
+    tables = (dest / "tables.md").read_text()
+    assert tables.startswith("# Results: profile smoke with distill_optim.epochs=3, seeds [0, 1]\n")
+    assert [line for line in tables.splitlines() if line.startswith("## ")] == [
+        f"## Table 1 (C2): {claims.CLAIMS['C2'].text}"]
+    assert tables.endswith("Not in this experiment (their arms were not run): Table 2 (C1), Table 7 (C5), "
+                           "Table 8 (C6), Table 9 (C7), C3 (Table 1), Figure 3 (C4), Table 6 (C8).\n")
+    assert claims.rebuild_differences(dest) == []
+
+
 COMMITTED = sorted(p for p in (Path(__file__).resolve().parents[1] / "results").iterdir() if p.is_dir())
 
 
