@@ -861,8 +861,8 @@ def table_beside_paper(rows: list[dict[str, Any]], table: str, arms: Sequence[st
 
 def results_match(records: Records, dest: str | Path) -> bool:
     """True when `dest` holds results `write_results` wrote for exactly these records: the same profile (and
-    profile overrides), seeds and runs (verb and folder) per arm and seed, with its tables and verdicts saved. A second call of the pipeline can
-    then skip `write_results`, whose Figure 3 similarities need every model again."""
+    profile overrides), seeds and runs (verb and folder) per arm and seed, with its tables and verdicts saved. A
+    second call of the pipeline can then skip `write_results`, whose Figure 3 similarities need every model again."""
     dest = Path(dest)
     if not all((dest / name).exists() for name in ("experiment.json", "scores.json", "tables.md", "verdicts.json")):
         return False
