@@ -343,12 +343,12 @@ def test_finetune_with_the_reference_augmentation_recipe(tmp_path):
 
 def test_finetune_scores_val_when_asked_and_keeps_the_hashes_of_test_runs(tmp_path):
     """`split=val` scores the val split (to choose a setting such as the budget); the default, test, leaves the
-    config hash as it was before `split` existed, so recorded finetunes (runs/finetune/laptop_motion-9427ce4cb9 and
+    config hash as it was before `split` existed, so recorded finetunes (runs/finetune/quick_motion-5e1ae063f7 and
     its kin) are found again."""
     from mvd_lib.profiles import preset
 
-    for name, pinned in (("smoke_appearance", "6469c14cda"), ("laptop_appearance", "69e1fd748a"),
-                         ("laptop_motion", "9427ce4cb9")):
+    for name, pinned in (("smoke_appearance", "6469c14cda"), ("quick_appearance", "974dd1bd9d"),
+                         ("quick_motion", "5e1ae063f7")):
         assert config_hash(preset("finetune", name, ["init=random"]), {"init": "random"}) == pinned
         assert config_hash(preset("finetune", name, ["init=random", "split=val"]), {"init": "random"}) != pinned
     kw = dict(init="random", root=tmp_path, progress=False, overrides={"data.num_val": 12})
