@@ -584,16 +584,15 @@ def build_tables(dest: str | Path) -> tuple[str, dict[str, Any]]:
              "augmentation), then the test split.", ""]
     # a section per claim this experiment can judge (an experiment run for some claims, e.g. --claims C2,C3,
     # has no arms for the others); the rest are named at the end
-    compute_judged = any(k in PROTOCOLS for k in verdicts["C8"])
-    missing = [f"{table} ({cid})" for table, cid in TABLE_OF.items() if cid not in verdicts]
+    missing = []
     for table, cid in TABLE_OF.items():
         if cid not in verdicts:
+            missing.append(f"{table} ({cid})")
             continue
         claim = CLAIMS[cid]
         arms = [*claim.arms, *[c for c in CONTROLS if c not in claim.arms]]
         lines += [f"## {table} ({cid}): {claim.text}", "", _markdown(arm_table(scores, arms), table), "",
-                  f"({PAPER_NOTES[table]}; controls: {', '.join(CONTROLS)})", "",
-                  *_verdict_lines(verdicts.get(cid, {})), ""]
+                  f"({PAPER_NOTES[table]}; controls: {', '.join(CONTROLS)})", "", *_verdict_lines(verdicts[cid]), ""]
     if "C3" in verdicts:
         lines += [f"## C3 ({CLAIMS['C3'].table}): {CLAIMS['C3'].text}", "", *_verdict_lines(verdicts["C3"]), ""]
     else:
@@ -609,7 +608,7 @@ def build_tables(dest: str | Path) -> tuple[str, dict[str, Any]]:
         lines += [""]
     else:
         missing.append("Figure 3 (C4)")
-    if compute_judged:
+    if any(k in PROTOCOLS for k in verdicts["C8"]):
         lines += ["## Table 6 (C8): accuracy against total training compute, teacher counted", "",
                   "| model | total PFLOP | train time (s) |", "|---|---|---|"]
         for arm in sorted({r["arm"] for r in compute}):

@@ -1,12 +1,12 @@
 """Search for a finetuning budget on the laptop benchmark, scored on the val split.
 
 At the laptop profile's first recipe (30 epochs, 930 steps) a random-init encoder finetuned as well as the video
-teacher on both tasks, so finetuning could not tell pretraining from none there; the search chose 10 epochs (now the
-profile's recipe). A setting is a profile plus profile-level overrides of the finetuning recipe (`finetune_optim.*`). For each named setting this script
-finetunes (or loads) each encoder on both tasks with the run machinery (`runner.run` with `split=val`, so a
-killed search resumes where it stopped and no test clip is read) and appends one line per finetune to a
-JSON-lines log. `--report` prints the log as markdown (docs/finetune_search.md quotes it). Choose on `val`; the
-claims are reported on `test`.
+teacher on both tasks, so finetuning could not tell pretraining from none there; the search chose 10 epochs (now
+the profile's recipe). A setting is a profile plus profile-level overrides of the finetuning recipe
+(`finetune_optim.*`). For each named setting this script finetunes (or loads) each encoder on both tasks with the
+run machinery (`runner.run` with `split=val`, so a killed search resumes where it stopped and no test clip is read)
+and appends one line per finetune to a JSON-lines log. `--report` prints the log as markdown
+(docs/finetune_search.md quotes it). Choose on `val`; the claims are reported on `test`.
 
     python tools/finetune_search.py epochs_10             # finetune, score on val, log
     python tools/finetune_search.py --list
@@ -23,24 +23,28 @@ from typing import Any
 import search_cli
 
 import mvd_lib  # noqa: F401  (installs the torchvision guard)
-from mvd_lib import runner
+from mvd_lib import claims, runner
 from mvd_lib.profiles import profile
 
 LOG = Path("docs/finetune_search.jsonl")  # every setting tried, shipped with docs/finetune_search.md
-ENCODERS = {"video teacher": "pretrain-video", "random init": "random", "image-teacher student": "distill:img",
-            "video-teacher student": "distill:vid", "co-teaching student": "distill"}  # name -> the `init` reference
 SHORT = {"teacher": "video teacher", "random": "random init", "img": "image-teacher student",
          "vid": "video-teacher student", "co": "co-teaching student"}
 TASKS = ("appearance", "motion")
 
-# the laptop recipe: 30 epochs of 31 steps, warmup 5; shorter budgets keep a warmup of about a sixth (overrides apply
-# in order, each checked: a warmup longer than the new epochs is shortened first)
+# budgets of 31 steps an epoch (the laptop's 2000 clips, 64 a step), each with a warmup of about a sixth (overrides
+# apply in order, each checked: a warmup longer than the new epochs is shortened first)
 SETTINGS: dict[str, dict[str, Any]] = {
     "epochs_30": {"finetune_optim.epochs": 30, "finetune_optim.warmup_epochs": 5},  # the first laptop recipe (930)
     "epochs_10": {"finetune_optim.epochs": 10, "finetune_optim.warmup_epochs": 2},  # 310 steps (chosen: the profile's)
     "epochs_5": {"finetune_optim.epochs": 5, "finetune_optim.warmup_epochs": 1},  # 155 steps
     "epochs_3": {"finetune_optim.warmup_epochs": 1, "finetune_optim.epochs": 3},  # 93 steps (warmup first: 5 > 3)
 }
+
+
+def init_reference(encoder: str) -> str:
+    """The finetune's `init` reference for an encoder named as the claims' arms are (claims.ARMS)."""
+    arm = claims.ARMS[encoder]
+    return arm.verb if arm.verb == "random" or not arm.variant else f"{arm.verb}:{arm.variant}"
 
 
 def run_setting(name: str, seed: int, root: Path, log: Path, base: str = "laptop",
@@ -56,7 +60,7 @@ def run_setting(name: str, seed: int, root: Path, log: Path, base: str = "laptop
             if (name, base, seed, encoder, task) in done:
                 continue
             t0 = time.perf_counter()
-            ft = runner.run("finetune", p, task, init=ENCODERS[encoder], split="val", seed=seed, root=root)
+            ft = runner.run("finetune", p, task, init=init_reference(encoder), split="val", seed=seed, root=root)
             val = ft.metrics["val"]
             entry = {"setting": name, "base": base, "overrides": overrides, "seed": seed, "encoder": encoder,
                      "task": task, "steps": ft.metrics.get("steps"), "final_loss": ft.metrics.get("final_loss"),
