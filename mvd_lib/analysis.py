@@ -589,7 +589,6 @@ def shorter_budgets(epochs: int, warmup_epochs: int, fractions: Sequence[float] 
     if bad:
         raise ValueError(f"budget fractions must lie in (0, 1], got {bad}")
     budgets = sorted({max(1, int(f * epochs)) for f in fractions} - {epochs})
-    # the warmup first: overrides apply in order, and a warmup longer than the epochs is refused
     return [{"optim.warmup_epochs": warmup_epochs * e // epochs, "optim.epochs": e} for e in budgets]
 
 

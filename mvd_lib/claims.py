@@ -312,13 +312,11 @@ def arm_table(rows: list[dict[str, Any]], arms: Sequence[str], protocols: Sequen
     """Mean +- std over seeds: a DataFrame with one row per arm and columns (protocol, task)."""
     import pandas as pd
 
-    df = pd.DataFrame(rows)
-    df = df[df["arm"].isin(arms)]
-    stats = df.groupby(["arm", "protocol", "task"])["top1"].agg(["mean", "std", "count"]).reset_index()
-    cells = {}
-    for _, r in stats.iterrows():
-        std = 0.0 if np.isnan(r["std"]) else r["std"]
-        cells.setdefault(r["arm"], {})[(r["protocol"], r["task"])] = f"{r['mean']:.1f} ± {std:.1f} (n={r['count']})"
+    values: dict[str, dict[tuple[str, str], list[float]]] = {}
+    for r in rows:
+        if r["arm"] in arms:
+            values.setdefault(r["arm"], {}).setdefault((r["protocol"], r["task"]), []).append(r["top1"])
+    cells = {arm: {key: _mean_std(v, count=True) for key, v in by_column.items()} for arm, by_column in values.items()}
     columns = [(p, t) for p in protocols for t in TASKS]
     table = pd.DataFrame([[cells.get(a, {}).get(c, "") for c in columns] for a in arms], index=list(arms),
                          columns=pd.MultiIndex.from_tuples(columns, names=["protocol", "task"]))
@@ -659,8 +657,7 @@ def _similarity_lines(rows: list[dict[str, Any]]) -> list[str]:
         cells = []
         for name in names:
             vals = [r["constancy"] for r in rows if r["arm"] == arm and r["dataset"] == name]
-            cells.append(f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.3f} (n={len(vals)})"
-                         if vals else "")
+            cells.append(_mean_std(vals, digits=3, count=True) if vals else "")
         if any(cells):
             out.append(f"| {arm} | " + " | ".join(cells) + " |")
     return out
@@ -702,9 +699,11 @@ def compare_arms(rows: list[dict[str, Any]], comparisons: Sequence[Comparison],
     return out
 
 
-def _mean_std(values: Sequence[float], digits: int = 1) -> str:
+def _mean_std(values: Sequence[float], digits: int = 1, count: bool = False) -> str:
+    """"61.2 ± 0.8" over seeds (sample std), "61.2" for one seed (no spread to show); `count` appends "(n=3)"."""
     v = np.asarray(values, float)
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+    text = f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+    return f"{text} (n={len(v)})" if count else text
 
 
 def _p(value: float) -> str:

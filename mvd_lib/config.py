@@ -27,7 +27,7 @@ import math
 import re
 import types
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Sequence, Union, get_args, get_origin, get_type_hints
 
 from mvd_lib.errors import ConfigError
 
@@ -877,55 +877,83 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def apply_overrides(cfg: Any, overrides: list[str] | tuple[str, ...] | dict[str, Any] | None) -> Any:
+def apply_overrides(cfg: Any, overrides: Sequence[str | tuple[str, Any]] | dict[str, Any] | None) -> Any:
     """A copy of the (nested, frozen) dataclass `cfg` with `overrides` applied.
 
-    `overrides`: ["optim.lr=1e-3", "data.num_clips=500"] (strings, parsed by field type) or
-    {"optim.lr": 1e-3} (values, type-checked). Raises ConfigError on unknown, ill-typed or out-of-range values."""
+    `overrides`: ["optim.lr=1e-3", "data.num_clips=500"] (strings, parsed by field type), {"optim.lr": 1e-3}
+    (values, type-checked), or a list mixing strings and (key, value) pairs. Raises ConfigError on unknown, ill-typed or out-of-range values.
+    Overrides of one group of settings are applied together, so their order does not matter
+    (["optim.epochs=3", "optim.warmup_epochs=1"] works from a recipe with 5 warmup epochs); the range checks
+    judge the result. A key given twice keeps its last value."""
     if not overrides:
         return cfg
     if isinstance(overrides, dict):
         items = [(k, v, False) for k, v in overrides.items()]
     else:
-        items = [(*parse_override(o), True) for o in overrides]
+        items = [(*parse_override(o), True) if isinstance(o, str) else (*o, False) for o in overrides]
+    tree: dict[str, Any] = {}
     for key, value, is_text in items:
-        cfg = _set(cfg, key.split("."), value, is_text, key)
-    return cfg
+        *groups, leaf = key.split(".")
+        node = tree
+        for depth, name in enumerate(groups):
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key!r} sets a field of {'.'.join(groups[:depth + 1])!r}, which another override "
+                                  "sets as a whole")
+        if isinstance(node.get(leaf), dict):
+            raise ConfigError(f"{key} is a group of settings; set its fields, e.g. {key}.<field>=...")
+        node[leaf] = _Leaf(key, value, is_text)
+    return _set(cfg, tree, "")
 
 
-def _set(obj: Any, path: list[str], value: Any, is_text: bool, full: str) -> Any:
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    key: str  # the full override key, e.g. "optim.lr"
+    value: Any
+    is_text: bool
+
+
+def _keys(node: Any) -> list[str]:
+    """The full override keys under a node of the override tree."""
+    return [node.key] if isinstance(node, _Leaf) else [k for child in node.values() for k in _keys(child)]
+
+
+def _set(obj: Any, tree: dict[str, Any], prefix: str) -> Any:
+    """`obj` with every override under `tree` ({field: _Leaf or subtree}) applied in one replace per group."""
     fields = field_types(type(obj))
-    name = path[0]
-    if name not in fields:
-        raise ConfigError(f"unknown setting {full!r}: {type(obj).__name__} has {sorted(fields)}")
-    tp = fields[name]
-    if len(path) > 1:
-        child = getattr(obj, name)
-        if not dataclasses.is_dataclass(child):
-            raise ConfigError(f"{'.'.join(full.split('.')[:-len(path) + 1])} is not a group of settings")
-        return _replace_checked(obj, name, _set(child, path[1:], value, is_text, full), full)
-    if is_text:
-        value = _parse(value, tp, full)
-    else:
-        _check_type(value, tp, full)
-        if isinstance(value, list):
-            value = tuple(value)
-    return _replace_checked(obj, name, value, full, shown=value)
+    changes: dict[str, Any] = {}
+    leaves: list[_Leaf] = []
+    for name, node in tree.items():
+        if name not in fields:
+            raise ConfigError(f"unknown setting {_keys(node)[0]!r}: {type(obj).__name__} has {sorted(fields)}")
+        if isinstance(node, dict):
+            child = getattr(obj, name)
+            if not dataclasses.is_dataclass(child):
+                raise ConfigError(f"{prefix}{name} is not a group of settings")
+            changes[name] = _set(child, node, f"{prefix}{name}.")
+            continue
+        if node.is_text:
+            value = _parse(node.value, fields[name], node.key)
+        else:
+            _check_type(node.value, fields[name], node.key)
+            value = tuple(node.value) if isinstance(node.value, list) else node.value
+        changes[name] = value
+        leaves.append(dataclasses.replace(node, value=value))
+    return _replace_checked(obj, changes, leaves, _keys(tree))
 
 
-_NO_VALUE = object()
-
-
-def _replace_checked(obj: Any, name: str, value: Any, full: str, shown: Any = _NO_VALUE) -> Any:
+def _replace_checked(obj: Any, changes: dict[str, Any], leaves: list[_Leaf], keys: list[str]) -> Any:
+    """dataclasses.replace, its range check's error naming the overrides that caused it."""
     try:
-        return dataclasses.replace(obj, **{name: value})
-    except ConfigError as err:  # the dataclass's own range check: name the override that caused it
+        return dataclasses.replace(obj, **changes)
+    except ConfigError as err:  # the dataclass's own range check: name the override(s) that caused it
         message = str(err)
-        if shown is not _NO_VALUE and not message.startswith(f"{full}="):
-            message = f"{full}={shown!r}: {message}"
+        named = ", ".join(f"{leaf.key}={leaf.value!r}" for leaf in leaves)
+        if named and not any(message.startswith(f"{leaf.key}=") for leaf in leaves):
+            message = f"{named}: {message}"
         raise ConfigError(message) from None
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"{full}: {err}") from None
+        raise ConfigError(f"{', '.join(keys)}: {err}") from None
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -217,16 +217,9 @@ def profile(name: str | Profile, overrides: Sequence[str] | dict[str, Any] | Non
     items = [*_as_items(overrides), *(f"{k}={v}" if isinstance(v, str) else (k, v) for k, v in settings.items())]
     if not items:
         return base
-    p = base
-    recorded = list(base.overrides)
-    for item in items:
-        if isinstance(item, tuple):
-            key, value = item
-            p = apply_overrides(p, {key: value})
-            recorded.append(f"{key}={_text(value)}")
-        else:
-            p = apply_overrides(p, [item])
-            recorded.append(item)
+    # applied together, so their order does not matter (config.apply_overrides); recorded as given
+    p = apply_overrides(base, items)
+    recorded = [*base.overrides, *(item if isinstance(item, str) else f"{item[0]}={_text(item[1])}" for item in items)]
     if any(r.split("=", 1)[0].strip() in ("name", "overrides") for r in recorded):
         raise ConfigError("profile overrides cannot set 'name' or 'overrides'")
     return dataclasses.replace(p, overrides=tuple(recorded))

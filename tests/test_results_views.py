@@ -66,7 +66,7 @@ def test_findings_are_written_from_the_numbers():
     one_seed = {k: v[:1] for k, v in C2_HOLDS.items()}  # one seed: Welch cannot decide
     (sentence,) = claims.findings(claims.judge(rows_for(one_seed), ["C2"]))
     assert sentence.startswith("C2 (Table 1) on linear: inconclusive (")
-    assert "60.0 ± 0.0 vs video-teacher student 40.0 ± 0.0 over 1 seed, p = n/a, inconclusive" in sentence
+    assert "image-teacher student 60.0 vs video-teacher student 40.0 over 1 seed, p = n/a, inconclusive" in sentence
 
 
 def test_findings_and_rows_of_c4_and_c8():

@@ -105,6 +105,26 @@ def test_profile_overrides_reach_every_dependency(tmp_path, monkeypatch):
                       progress=False).hash == student.hash
 
 
+def test_overrides_of_one_group_apply_together_in_any_order():
+    """A shorter recipe is one setting: ["epochs=3", "warmup_epochs=1"] must not fail on the way (3 epochs while
+    the warmup is still 5), at run level and at profile level; the range check still judges the result."""
+    from mvd_lib.config import apply_overrides
+    from mvd_lib.errors import ConfigError
+
+    base = OptimConfig(epochs=10, warmup_epochs=5)
+    for order in (["optim.epochs=3", "optim.warmup_epochs=1"], ["optim.warmup_epochs=1", "optim.epochs=3"]):
+        cfg = apply_overrides(preset("distill", "smoke", overrides={"optim": base}), order)
+        assert (cfg.optim.epochs, cfg.optim.warmup_epochs) == (3, 1)
+    p = runner.profile("laptop", ["finetune_optim.epochs=3", "finetune_optim.warmup_epochs=1"])
+    assert (p.finetune_optim.epochs, p.finetune_optim.warmup_epochs) == (3, 1)
+    assert p.overrides == ("finetune_optim.epochs=3", "finetune_optim.warmup_epochs=1")
+    assert apply_overrides(base, ["lr=1", "lr=2"]).lr == 2.0  # the last value of a key wins
+    with pytest.raises(ConfigError, match=r"optim.epochs=3: warmup_epochs must be in \[0, epochs=3\], got 5"):
+        apply_overrides(preset("distill", "smoke", overrides={"optim": base}), ["optim.epochs=3"])
+    with pytest.raises(ConfigError, match="sets a field of 'optim', which another override sets as a whole"):
+        apply_overrides(preset("distill", "smoke"), [("optim", base), "optim.lr=1"])
+
+
 def test_shipped_artifact_is_adopted(tmp_path, monkeypatch):
     cfg = preset("pretrain-image", "smoke")
     h = config_hash(cfg, {})
