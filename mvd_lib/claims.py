@@ -620,7 +620,44 @@ def build_tables(dest: str | Path) -> tuple[str, dict[str, Any]]:
         missing.append("Table 6 (C8)")
     if missing:
         lines += [f"Not in this experiment (their arms were not run): {', '.join(missing)}.", ""]
+    lines += _time_lines(run_times(dest))
     return "\n".join(lines[:-1]) + "\n", verdicts
+
+
+def run_times(dest: str | Path, artifacts: str | Path | None = None) -> list[dict[str, Any]]:
+    """The wall time of every run an exported experiment uses, from the records under `dest/runs/`, grouped by
+    run type and preset: [{"verb", "preset", "runs", "total_s", "min_s", "max_s", "shipped"}], where `shipped`
+    marks runs the repository ships under `artifacts` (default artifacts/): adopted, not trained, by a fresh
+    experiment. A run reused from an earlier experiment counts with its own time."""
+    from mvd_lib.runs import ARTIFACTS, read_json
+
+    artifacts = Path(artifacts) if artifacts is not None else ARTIFACTS
+    groups: dict[tuple[str, str, bool], list[float]] = {}
+    for metrics in sorted(Path(dest).glob("runs/*/*/metrics.json")):
+        verb, folder = metrics.parent.parent.name, metrics.parent.name
+        shipped = (artifacts / verb / folder / "metrics.json").exists()
+        key = (verb, folder.rsplit("-", 1)[0], shipped)
+        groups.setdefault(key, []).append(float(read_json(metrics).get("wall_time_s", 0.0)))
+    return [{"verb": verb, "preset": preset, "runs": len(t), "total_s": sum(t), "min_s": min(t), "max_s": max(t),
+             "shipped": shipped} for (verb, preset, shipped), t in groups.items()]
+
+
+def _time_lines(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    out = ["## Run times, from the run records", "",
+           "Training (or probing) time of each run these tables use, as its record states (the video teacher's "
+           "includes its in-training probes); the Figure 3 measurement and writing the tables are not runs.", "",
+           "| run type | preset | runs | total (s) | each (s) |", "|---|---|---|---|---|"]
+    for r in rows:
+        shipped = " (shipped in artifacts/: adopted)" if r["shipped"] else ""
+        out.append(f"| {r['verb']} | {r['preset']}{shipped} | {r['runs']} | {r['total_s']:.0f} | "
+                   f"{r['min_s']:.0f}-{r['max_s']:.0f} |")
+    trained = [r for r in rows if not r["shipped"]]
+    total = sum(r["total_s"] for r in trained)
+    out += ["", f"Every run but the shipped ones: {sum(r['runs'] for r in trained)} runs, {total:.0f} s "
+                f"({total / 3600:.2f} h).", ""]
+    return out
 
 
 def _canonical(rows: list[dict[str, Any]]) -> list[str]:

@@ -181,9 +181,20 @@ def test_results_of_some_claims_show_only_their_sections_and_name_the_profile_ov
     tables = (dest / "tables.md").read_text()
     assert tables.startswith("# Results: profile smoke with distill_optim.epochs=3, seeds [0, 1]\n")
     assert [line for line in tables.splitlines() if line.startswith("## ")] == [
-        f"## Table 1 (C2): {claims.CLAIMS['C2'].text}"]
-    assert tables.endswith("Not in this experiment (their arms were not run): Table 2 (C1), Table 7 (C5), "
-                           "Table 8 (C6), Table 9 (C7), C3 (Table 1), Figure 3 (C4), Table 6 (C8).\n")
+        f"## Table 1 (C2): {claims.CLAIMS['C2'].text}", "## Run times, from the run records"]
+    assert ("Not in this experiment (their arms were not run): Table 2 (C1), Table 7 (C5), "
+            "Table 8 (C6), Table 9 (C7), C3 (Table 1), Figure 3 (C4), Table 6 (C8).\n") in tables
+    # the run times are the records' own: the two probes, nothing shipped
+    times = [p.metrics["wall_time_s"] for p in probes]
+    assert claims.run_times(dest) == [{"verb": "probe", "preset": "smoke", "runs": 2, "total_s": sum(times),
+                                       "min_s": min(times), "max_s": max(times), "shipped": False}]
+    assert tables.endswith(f"| probe | smoke | 2 | {sum(times):.0f} | {min(times):.0f}-{max(times):.0f} |\n\n"
+                           f"Every run but the shipped ones: 2 runs, {sum(times):.0f} s ({sum(times) / 3600:.2f} h).\n")
+    shipped = tmp_path / "artifacts" / "probe" / probes[0].folder.name  # as if the repository shipped one probe
+    shipped.mkdir(parents=True)
+    (shipped / "metrics.json").write_text("{}")
+    assert sorted((r["runs"], r["shipped"]) for r in claims.run_times(dest, artifacts=tmp_path / "artifacts")) == [
+        (1, False), (1, True)]
     assert claims.rebuild_differences(dest) == []
 
 
