@@ -21,8 +21,9 @@ the training split; nothing is chosen on the test split.
 
 Criterion (`compare`): for "A beats B", a one-sided Welch t-test over seeds at alpha = 0.05: reproduced if
 p < 0.05; not reproduced if B beats A at p < 0.05; inconclusive otherwise. "A is at least as good as B" (C3):
-not reproduced if B beats A at p < 0.05; reproduced if A's mean is at least B's; inconclusive otherwise. A claim
-with several comparisons is reproduced when all are, not reproduced when any is.
+not reproduced if B beats A at p < 0.05; reproduced if A's mean is at least B's; inconclusive otherwise. With
+one seed on either side no test can be made: inconclusive. A claim with several comparisons is reproduced when
+all are, not reproduced when any is.
 
     records = run_experiments("laptop", seeds=(0, 1, 2), root="runs")   # trains or loads every run
     scores = score_table(records)                                        # one row per arm, seed, protocol, task
@@ -279,6 +280,8 @@ class Outcome:
 def compare(a: Sequence[float], b: Sequence[float], kind: str = "greater", alpha: float = ALPHA) -> tuple[float, float, str]:
     """(p for a > b, p for b > a, verdict) under the criterion in the module docstring."""
     p, q = welch_greater(a, b), welch_greater(b, a)
+    if len(a) < 2 or len(b) < 2:  # one seed a side: no test can be made, so no verdict either way
+        return p, q, "inconclusive"
     if q < alpha:
         return p, q, "not reproduced"
     if kind == "greater":

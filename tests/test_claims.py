@@ -27,6 +27,9 @@ def test_compare_gives_the_three_verdicts():
     assert claims.compare([5, 6, 7], [5, 6, 7], "at_least")[2] == "reproduced"
     assert claims.compare([5, 6, 7], [5.5, 6.5, 7.5], "at_least")[2] == "inconclusive"
     assert claims.compare([1, 2, 3], [10, 11, 12], "at_least")[2] == "not reproduced"
+    # one seed a side cannot be tested: no verdict either way, whatever the means say
+    assert claims.compare([24.8], [24.0], "at_least")[2] == "inconclusive"
+    assert claims.compare([90.0], [10.0])[2] == "inconclusive"
 
 
 def test_combine():
