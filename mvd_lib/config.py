@@ -881,10 +881,10 @@ def apply_overrides(cfg: Any, overrides: Sequence[str | tuple[str, Any]] | dict[
     """A copy of the (nested, frozen) dataclass `cfg` with `overrides` applied.
 
     `overrides`: ["optim.lr=1e-3", "data.num_clips=500"] (strings, parsed by field type), {"optim.lr": 1e-3}
-    (values, type-checked), or a list mixing strings and (key, value) pairs. Raises ConfigError on unknown, ill-typed or out-of-range values.
-    Overrides of one group of settings are applied together, so their order does not matter
-    (["optim.epochs=3", "optim.warmup_epochs=1"] works from a recipe with 5 warmup epochs); the range checks
-    judge the result. A key given twice keeps its last value."""
+    (values, type-checked), or a list mixing strings and (key, value) pairs. Raises ConfigError on unknown,
+    ill-typed or out-of-range values. Overrides of one group of settings are applied together, so their order does
+    not matter (["optim.epochs=3", "optim.warmup_epochs=1"] works from a recipe with 5 warmup epochs); the range
+    checks judge the result. A key given twice keeps its last value."""
     if not overrides:
         return cfg
     if isinstance(overrides, dict):
