@@ -37,7 +37,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "epochs_30": {"finetune_optim.epochs": 30, "finetune_optim.warmup_epochs": 5},  # the first laptop recipe (930)
     "epochs_10": {"finetune_optim.epochs": 10, "finetune_optim.warmup_epochs": 2},  # 310 steps (chosen: the profile's)
     "epochs_5": {"finetune_optim.epochs": 5, "finetune_optim.warmup_epochs": 1},  # 155 steps
-    "epochs_3": {"finetune_optim.warmup_epochs": 1, "finetune_optim.epochs": 3},  # 93 steps (warmup first: 5 > 3)
+    "epochs_3": {"finetune_optim.warmup_epochs": 1, "finetune_optim.epochs": 3},  # 93 steps
 }
 
 
