@@ -82,6 +82,20 @@ class Run:
     def model_path(self) -> Path:
         return self.folder / "model.pth"
 
+    def weights(self) -> Path:
+        """model.pth of this finished run, for loading; a CheckpointError that names the remedy when the run's
+        record was kept without its weights (as in results/*/runs/, which hold records only)."""
+        if not self.model_path.is_file():
+            from mvd_lib.checkpoint import CheckpointError  # torch-based; records stay importable without it
+
+            command = self.folder / "command.txt"
+            rerun = f": {command.read_text().strip()} --force" if command.is_file() else " with --force"
+            raise CheckpointError(
+                f"{self.verb} {self.name} is {self.status} but its weights are missing ({self.model_path}; a record "
+                f"kept without model.pth, as results/*/runs/ keep them): delete {self.folder} to have train-or-load "
+                f"train it again, or rerun it{rerun}")
+        return self.model_path
+
     @property
     def ref(self) -> str:
         """The reference string that stands for this run ("<verb>@<hash>")."""

@@ -229,13 +229,13 @@ class PretrainImage(RunType):
 
     def encoder(self, run) -> nn.Module:
         cfg = run.config.model
-        return _load(build.image_encoder(cfg.arch, cfg.vit()), run.model_path)
+        return _load(build.image_encoder(cfg.arch, cfg.vit()), run.weights())
 
     def teacher(self, run) -> FrozenTeacher:
         return ImageTeacher(self.encoder(run), tubelet_size=run.config.model.tubelet_size)
 
     def model(self, run) -> nn.Module:
-        return _load(self.build(run.config, None), run.model_path)
+        return _load(self.build(run.config, None), run.weights())
 
 
 class PretrainVideo(RunType):
@@ -255,10 +255,10 @@ class PretrainVideo(RunType):
 
     def encoder(self, run) -> nn.Module:
         cfg = run.config.model
-        return _load(build.video_encoder(cfg.arch, cfg.vit()), run.model_path)
+        return _load(build.video_encoder(cfg.arch, cfg.vit()), run.weights())
 
     def model(self, run) -> nn.Module:
-        return _load(self.build(run.config, None), run.model_path)
+        return _load(self.build(run.config, None), run.weights())
 
 
 # ================================================================================================ distillation
@@ -336,13 +336,13 @@ class Distill(RunType):
         return metrics
 
     def encoder(self, run) -> nn.Module:
-        return _load(build.student_encoder(run.config.student.vit()), run.model_path)
+        return _load(build.student_encoder(run.config.student.vit()), run.weights())
 
     def model(self, run) -> nn.Module:
         dims = run.metrics.get("teacher_dims")
         if not dims:
             raise ConfigError(f"{run.folder}/metrics.json does not record the teachers' widths; rerun it")
-        return _load(self.build(run.config, dims, None), run.model_path)
+        return _load(self.build(run.config, dims, None), run.weights())
 
 
 # ================================================================================================ finetuning
@@ -359,7 +359,7 @@ class Finetune(RunType):
         model = build.build_classifier(cfg.model.vit(), cfg.num_classes or num_classes_of(cfg.data),
                                        fc_drop=cfg.fc_drop, seed=cfg.seed, pos_embed=self.pos_embed(dep))
         if dep.kind != "random":
-            load_checkpoint(model, dep.run.model_path if dep.kind == "run" else dep.path, trust_pickle=_trust(options))
+            load_checkpoint(model, dep.run.weights() if dep.kind == "run" else dep.path, trust_pickle=_trust(options))
         return Prepared(model, FinetuneObjective(model, cfg))
 
     def execute(self, cfg, folder, deps, options) -> dict:
@@ -384,12 +384,12 @@ class Finetune(RunType):
 
     def encoder(self, run) -> nn.Module:
         return _load(build.classifier_encoder(run.config.model.vit(), run.metrics.get("pos_embed", "sincos3d")),
-                     run.model_path, allow_missing=[r"^norm\."])
+                     run.weights(), allow_missing=[r"^norm\."])
 
     def model(self, run) -> nn.Module:
         m = build.build_classifier(run.config.model.vit(), run.metrics["num_classes"], fc_drop=run.config.fc_drop,
                                    seed=None, pos_embed=run.metrics.get("pos_embed", "sincos3d"))
-        return _load(m, run.model_path)
+        return _load(m, run.weights())
 
 
 # ================================================================================================ frozen features
@@ -461,7 +461,7 @@ class Evaluate(RunType):
         model = build.build_classifier(cfg.model.vit(), cfg.num_classes or num_classes_of(cfg.data), seed=cfg.seed,
                                        pos_embed=pos)
         if dep.kind != "random":  # random weights: what `bench` times
-            path = dep.run.model_path if dep.kind == "run" else dep.path
+            path = dep.run.weights() if dep.kind == "run" else dep.path
             report = load_checkpoint(model, path, trust_pickle=_trust(options))
             if report.missing_allowed:
                 raise ConfigError(f"{path} is not a finetuned classifier: {sorted(report.missing_allowed)} are missing")

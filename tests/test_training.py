@@ -18,7 +18,7 @@ import torch
 from toys import ToyData
 
 from mvd_lib import runner
-from mvd_lib.checkpoint import read_checkpoint
+from mvd_lib.checkpoint import CheckpointError, read_checkpoint
 from mvd_lib.config import VERBS, OptimConfig, config_hash
 from mvd_lib.engine import NonFiniteLossError, Trainer
 from mvd_lib.profiles import preset
@@ -338,6 +338,27 @@ def test_force_reruns_only_the_named_run(smoke_runs, tmp_path, monkeypatch):
     runner.run("distill", "smoke", root=tmp_path, progress=False)
     runner.run("distill", "smoke", root=tmp_path, progress=False, force=True)
     assert calls == ["distill", "distill"]
+
+
+def test_a_record_kept_without_its_weights_names_the_remedy(smoke_runs, tmp_path):
+    """A finished run whose model.pth is gone (the records of results/*/runs/ restored into runs/) still serves
+    its record, but loading it, or training on it, fails with one CheckpointError naming the folder and the
+    remedy; deleting the folder lets train-or-load train it again."""
+    _copy_teachers(smoke_runs, tmp_path)
+    teacher = runner.run("pretrain-video", "smoke", root=tmp_path, progress=False)
+    kept = json.loads((teacher.folder / "metrics.json").read_text())
+    teacher.model_path.unlink()
+    again = runner.run("pretrain-video", "smoke", root=tmp_path, progress=False)
+    assert again.finished and again.metrics == kept  # the record is still read, not retrained
+    for load in (again.encoder, lambda: runner.run("distill", "smoke", "vid", root=tmp_path, progress=False)):
+        with pytest.raises(CheckpointError) as err:
+            load()
+        msg = str(err.value)
+        assert "weights are missing" in msg and f"delete {again.folder}" in msg and "--force" in msg, msg
+        assert "\n" not in msg
+    shutil.rmtree(again.folder)
+    retrained = runner.run("pretrain-video", "smoke", root=tmp_path, progress=False)
+    assert retrained.model_path.is_file() and retrained.metrics["loss_curve"] == pytest.approx(kept["loss_curve"], abs=1e-5)
 
 
 def test_teacher_pretraining_records_in_training_probes(tmp_path):
