@@ -88,12 +88,10 @@ class Run:
         if not self.model_path.is_file():
             from mvd_lib.checkpoint import CheckpointError  # torch-based; records stay importable without it
 
-            command = self.folder / "command.txt"
-            rerun = f": {command.read_text().strip()} --force" if command.is_file() else " with --force"
             raise CheckpointError(
                 f"{self.verb} {self.name} is {self.status} but its weights are missing ({self.model_path}; a record "
                 f"kept without model.pth, as results/*/runs/ keep them): delete {self.folder} to have train-or-load "
-                f"train it again, or rerun it{rerun}")
+                f"train it again, or repeat the call that made it with --force (force=True)")
         return self.model_path
 
     @property
