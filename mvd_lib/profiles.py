@@ -37,7 +37,7 @@ from typing import Any, Callable, Literal, Sequence
 from mvd_lib.config import (ARCHITECTURES, CONFIG_TYPES, LIGHT, LIGHT_MOTION, REFERENCE, REFERENCE_FIELDS,
                             REFERENCE_SSV2, VERBS, DataSpec, DistillConfig, Dtype, EvaluateConfig, ExtractConfig,
                             FinetuneConfig, ModelSpec, OptimConfig, PretrainImageConfig, PretrainVideoConfig,
-                            ProbeConfig, SyntheticConfig, apply_overrides, masked_count, model_spec)
+                            ProbeConfig, SyntheticConfig, apply_overrides, config_dict, masked_count, model_spec)
 from mvd_lib.errors import ConfigError
 
 
@@ -382,6 +382,50 @@ def preset(verb: str, name: str, overrides: Sequence[str] | dict[str, Any] | Non
     """The config of run preset `name` (e.g. "laptop_img") with profile-level and run-level overrides."""
     prof, variant = split_preset(verb, name)
     return run_config(verb, profile(prof, profile_overrides), variant, overrides)
+
+
+def reproducing_command(verb: str, cfg: Any, p: Profile | None = None) -> str:
+    """The command line that rebuilds `cfg`: its preset (`cfg.name`), profile `p`'s overrides as --profile-set, and
+    one --set for every setting where `cfg` differs from that preset (what the settings, overrides and runs passed
+    to `runner.run` changed, e.g. `--set init=distill@20f53f329d --set seed=2`). The command is checked by
+    rebuilding the config from it; a config it cannot rebuild (a name that is no preset, a value the command line
+    cannot write) gets the plain preset command and a comment saying that config.json holds the settings."""
+    from mvd_lib.runs import command_line
+
+    profile_overrides = tuple(p.overrides) if p is not None else ()
+    try:
+        base = preset(verb, cfg.name, None, profile_overrides)
+    except ConfigError:
+        return f"{command_line(verb, cfg.name, (), profile_overrides)}  # no such preset: config.json holds the settings"
+    sets = [f"{key}={text}" for key, text in _differences(config_dict(base), config_dict(cfg), "")]
+    try:
+        rebuilt = config_dict(preset(verb, cfg.name, sets, profile_overrides))
+    except ConfigError:
+        rebuilt = None
+    command = command_line(verb, cfg.name, sets, profile_overrides)
+    if rebuilt != config_dict(cfg):
+        return f"{command}  # not every setting can be written here: config.json holds them"
+    return command
+
+
+def _differences(base: dict[str, Any], cfg: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+    """(key, value as command-line text) of every leaf where config dict `cfg` differs from `base`."""
+    out = []
+    for key, value in cfg.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out += _differences(base[key], value, f"{prefix}{key}.")
+        elif base.get(key, object()) != value:
+            out.append((f"{prefix}{key}", _command_text(value)))
+    return out
+
+
+def _command_text(value: Any) -> str:
+    """A config value (from `config_dict`) as the command line writes it: none, true/false, a,b,c or ()."""
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(_command_text(v) for v in value) if value else "()"
+    return _text(value)
 
 
 # ================================================================================================ references

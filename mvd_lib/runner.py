@@ -38,7 +38,7 @@ from mvd_lib.engine import NonFiniteLossError, remove_resumable_state
 from mvd_lib.checkpoint import describe_file
 from mvd_lib.errors import ConfigError, DivergedRunError, UserError
 from mvd_lib.identity import sha256_file
-from mvd_lib.profiles import PROFILES, Profile, parse_ref, profile, resolve_run_ref, run_config, split_preset, validate
+from mvd_lib.profiles import PROFILES, Profile, parse_ref, profile, reproducing_command, resolve_run_ref, run_config, split_preset, validate
 from mvd_lib.runs import (ARTIFACTS, SCHEMA, Run, adopt_artifact, command_line, find_artifact, find_run, read_json,
                           run_folder)
 from mvd_lib.runtypes import RUN_TYPES, Dependency, RunOptions, describe_device
@@ -241,7 +241,8 @@ def _execute(node: Plan, run: Run, deps: dict[str, Dependency], options: RunOpti
             "config": config_dict(node.cfg), "profile": node.profile.name,
             "profile_overrides": list(node.profile.overrides), "dependencies": run.dependencies,
             "inputs": node.inputs})
-        write_text(run.folder / "command.txt", (options.command or command_line(node.verb, node.cfg.name)) + "\n")
+        command = options.command or reproducing_command(node.verb, node.cfg, node.profile)
+        write_text(run.folder / "command.txt", command + "\n")
     distributed.barrier(dist)
     try:
         metrics = RUN_TYPES[node.verb].execute(node.cfg, run.folder, deps, options)
@@ -281,7 +282,7 @@ def train_or_load(verb: str, cfg: Any, p: Profile | str | None = None, options: 
         p = profile(p)
     node = plan(verb, cfg, p, options, given)
     if not node.command:
-        node.command = options.command or command_line(verb, cfg.name, (), node.profile.overrides)
+        node.command = options.command or reproducing_command(verb, cfg, node.profile)
     return execute(node, dataclasses.replace(options, command=node.command))
 
 

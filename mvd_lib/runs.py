@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +199,7 @@ def adopt_artifact(src: Path, dst: Path) -> None:
 def command_line(verb: str, name: str, overrides: list[str] | tuple[str, ...] = (),
                  profile_overrides: list[str] | tuple[str, ...] = ()) -> str:
     """The command that reproduces a run of a preset with profile-level and run-level overrides."""
-    parts = [f"python -m mvd_lib {verb} --preset {name}"]
-    parts += [f"--profile-set {o}" for o in profile_overrides]
-    parts += [f"--set {o}" for o in overrides]
+    parts = [f"python -m mvd_lib {verb} --preset {shlex.quote(name)}"]
+    parts += [f"--profile-set {shlex.quote(o)}" for o in profile_overrides]
+    parts += [f"--set {shlex.quote(o)}" for o in overrides]
     return " ".join(parts)

@@ -3,6 +3,7 @@ sentences, Figure 3 matrices from saved rows, the exact-rebuild check, and secti
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,25 @@ def test_committed_results_rebuild_exactly_from_their_run_records(folder):
     """Every results folder in git (results/laptop, results/quick, ...): its tables and verdicts are exactly what
     its saved run records give."""
     assert claims.rebuild_differences(folder) == []
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_each_committed_run_records_the_command_that_names_it(folder):
+    """Every saved run record's command.txt, parsed as the command line parses it, rebuilds a config whose hash
+    (with the record's dependencies) is the run's own: the command reproduces that run, not its preset's."""
+    from mvd_lib.config import config_hash
+    from mvd_lib.profiles import preset
+
+    records = sorted(folder.glob("runs/*/*/config.json"))
+    assert records
+    for path in records:
+        record = json.loads(path.read_text())
+        words = shlex.split((path.parent / "command.txt").read_text())
+        assert words[:4] == ["python", "-m", "mvd_lib", record["verb"]] and "#" not in words, path
+        values = {flag: [words[i + 1] for i, w in enumerate(words) if w == flag]
+                  for flag in ("--preset", "--set", "--profile-set")}
+        cfg = preset(record["verb"], values["--preset"][0], values["--set"], values["--profile-set"])
+        assert config_hash(cfg, record["dependencies"] or None) == record["hash"], path
 
 
 def test_table_beside_paper():

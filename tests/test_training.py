@@ -2,8 +2,10 @@
 non-finite losses, frozen teachers, shipped artifacts, step budgets, forced reruns, and 2-process DDP = 1 process."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -74,6 +76,34 @@ def test_finished_runs_are_loaded_not_repeated(smoke_runs, monkeypatch):
         monkeypatch.setattr(run_type, "execute", lambda *a, **k: pytest.fail("a finished run was executed again"))
     run = runner.run("evaluate", "smoke", root=smoke_runs, progress=False)
     assert run.finished
+
+
+def test_the_recorded_command_of_an_api_run_finds_the_same_run(smoke_runs, capsys, monkeypatch):
+    """A run made through the API with settings, a Run object and nested overrides records the command line that
+    names it: the command, run as given, loads that run (nothing trained) instead of making another."""
+    from mvd_lib.cli import main
+
+    student = runner.run("distill", "smoke", root=smoke_runs, progress=False)
+    p = runner.profile("smoke", seed=3)
+    probe = runner.run("probe", p, encoder=student, overrides={"c_grid": (0.1, 1.0)}, root=smoke_runs,
+                       progress=False)
+    command = (probe.folder / "command.txt").read_text().strip()
+    assert command == (f"python -m mvd_lib probe --preset smoke --profile-set seed=3 --set encoder={student.ref} "
+                       "--set c_grid=0.1,1.0")
+    for run_type in RUN_TYPES.values():
+        monkeypatch.setattr(run_type, "execute", lambda *a, **k: pytest.fail("the recorded command trained a run"))
+    assert main([*shlex.split(command)[3:], "--runs", str(smoke_runs), "--no-progress"]) == 0
+    assert f"-> {probe.folder}" in capsys.readouterr().out
+
+
+def test_a_command_that_cannot_rebuild_its_config_says_where_the_settings_are():
+    from mvd_lib.profiles import reproducing_command
+
+    cfg = preset("distill", "smoke", {"seed": 4})
+    assert reproducing_command("distill", cfg, runner.profile("smoke")) == \
+        "python -m mvd_lib distill --preset smoke --set seed=4"
+    custom = dataclasses.replace(cfg, name="my_student")
+    assert reproducing_command("distill", custom).endswith("# no such preset: config.json holds the settings")
 
 
 def test_a_teacher_named_two_ways_is_one_run_and_a_changed_teacher_another(smoke_runs, tmp_path, monkeypatch):
