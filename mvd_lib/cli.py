@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting")
     p.add_argument("--split", default="val", choices=("val", "test"),
                    help="evaluation split (default val; test for a final report, once)")
-    p.add_argument("--num-train", type=int, help="training clips of the probes (default: the profile's num_clips)")
-    p.add_argument("--num-eval", type=int, help="evaluation clips (default: the profile's num_val or num_test)")
+    p.add_argument("--num-train", type=int, help="training clips of the probes (default: the profile's gate_train)")
+    p.add_argument("--num-eval", type=int, help="evaluation clips (default: the profile's gate_eval)")
     p.add_argument("--out", help="also write the result as JSON here")
     p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

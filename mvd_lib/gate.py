@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from mvd_lib.mae import ImageViT
-from mvd_lib.probe import DEFAULT_C_GRID, Features, encoder_tokens, extract_features, fit_probe, token_grid
+from mvd_lib.probe import DEFAULT_C_GRID, Features, encoder_tokens, extract_features, token_grid
+from mvd_lib.probe_protocols import ProtocolJob, run_protocols
 from mvd_lib.analysis import frame_similarity
 from mvd_lib.config import SyntheticConfig
 from mvd_lib.errors import ConfigError
@@ -267,8 +268,10 @@ class GateResult:
 def gate_from_features(features: Mapping[str, tuple[dict[str, Features], dict[str, Features]]],
                        tasks: Sequence[str] = TASKS, readouts: Sequence[str] = READOUTS,
                        c_grid: Sequence[float] = DEFAULT_C_GRID, seed: int = 0, split: str = "val",
-                       margin: float = MARGIN_SE) -> GateResult:
-    """Fit the probes on already extracted features: {encoder: (train {readout: Features}, eval {...})}."""
+                       margin: float = MARGIN_SE, workers: int | None = None) -> GateResult:
+    """Fit the probes on already extracted features: {encoder: (train {readout: Features}, eval {...})}.
+    workers: processes the independent probe fits are shared among (probe_protocols.run_protocols; the same
+    results for any number)."""
     missing = [e for e in ENCODERS if e not in features]
     if missing:
         raise KeyError(f"the gate needs features of {list(ENCODERS)}; missing {missing}")
@@ -279,11 +282,15 @@ def gate_from_features(features: Mapping[str, tuple[dict[str, Features], dict[st
     chance: dict[str, float] = {}
     grids: dict[str, tuple[int, ...]] = {}
     num_train = num_eval = 0
+    keys = [(name, task, r) for name in features for task in tasks for r in readouts]
+    jobs = [ProtocolJob("linear", features[name][0][r].select(task), features[name][1][r].select(task),
+                        {"c_grid": tuple(c_grid)}) for name, task, r in keys]
+    fits = dict(zip(keys, run_protocols(jobs, seed=seed, workers=workers)))
     for name, (train, evaluation) in features.items():
         start = time.perf_counter()
         for task in tasks:
             for r in readouts:
-                res = fit_probe(train[r].select(task), evaluation[r].select(task), c_grid=c_grid, seed=seed)
+                res = fits[name, task, r]
                 rows.setdefault(name, {}).setdefault(task, {})[r] = Score(res.top1, res.num_test)
                 details.setdefault(name, {}).setdefault(task, {})[r] = {
                     "c": res.c, "train_top1": res.train_top1, "converged": res.converged}
@@ -294,7 +301,7 @@ def gate_from_features(features: Mapping[str, tuple[dict[str, Features], dict[st
             grids[name] = tuple(grid)
         if "time" in evaluation and grid is not None and grid[0] > 1:
             similarity[name] = cross_frame_similarity(time_slots(evaluation["time"]))
-        seconds[name] = time.perf_counter() - start
+        seconds[name] = time.perf_counter() - start + sum(fits[name, t, r].seconds for t in tasks for r in readouts)
     ordered = {e: rows[e] for e in list(ENCODERS) + [e for e in rows if e not in ENCODERS]}
     return GateResult(ordered, decide(ordered, margin=margin), split=split, num_train=num_train,
                       num_eval=num_eval, chance=chance, similarity=similarity, seconds=seconds,
@@ -358,8 +365,8 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
              device: str | torch.device | None = None, log: Callable[[str], None] | None = None) -> GateResult:
     """The gate of a profile (a name or a profiles.Profile): train or load its two teachers (runner.run of
     "pretrain-image" and "pretrain-video"; shipped teachers are adopted there), build the random floors, and
-    evaluate on `num_train` train clips and `num_eval` clips of `split` (defaults: the profile's
-    data.num_clips, and its num_val or num_test). `image_teacher` / `video_teacher`: finished runs (`Run`) to
+    evaluate on `num_train` train clips and `num_eval` clips of `split` (defaults: the profile's gate_train and
+    gate_eval, 3000 and 2000 but at smoke). `image_teacher` / `video_teacher`: finished runs (`Run`) to
     gate instead of the profile's. The result records the teacher runs in `details["teachers"]`."""
     from mvd_lib import runner
 
@@ -372,8 +379,8 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
     image = image_teacher or runner.run("pretrain-image", p, root=root, progress=progress)
     video = video_teacher or runner.run("pretrain-video", p, root=root, progress=progress)
     encoders = {"image_teacher": image.encoder(), "video_teacher": video.encoder(), **floor_encoders(p)}
-    num_train = p.data.num_clips if num_train is None else num_train
-    num_eval = (p.data.num_val if split == "val" else p.data.num_test) if num_eval is None else num_eval
+    num_train = p.gate_train if num_train is None else num_train
+    num_eval = p.gate_eval if num_eval is None else num_eval
     result = evaluate_gate(encoders, p.data.synthetic, num_train=num_train, num_eval=num_eval, split=split,
                            seed=p.seed, progress=progress, tubelet_size=p.model.vit().tubelet_size, device=device,
                            log=log)

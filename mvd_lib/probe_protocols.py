@@ -34,10 +34,14 @@ hyper-parameters and the held-out scores.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import itertools
 import math
+import multiprocessing
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Mapping, Sequence
@@ -506,6 +510,49 @@ def run_protocol(name: ProtocolName, train: Features, test: Features, seed: int 
                             f"config or AttentiveProbeConfig fields {sorted(fields)}")
         return fit_attentive_probe(train, test, dataclasses.replace(config, **overrides), seed=seed, **kw)
     raise ValueError(f"unknown protocol {name!r}; use one of {PROTOCOLS}")
+
+
+# Feature values (summed over the jobs' training splits) from which `run_protocols` shares its fits among worker
+# processes by default: smaller fits take less time than starting the workers (a few seconds).
+PARALLEL_MIN_VALUES = 10_000_000
+
+
+@dataclass(frozen=True)
+class ProtocolJob:
+    """One fit of `run_protocols`: protocol `name` on `train`, scored once on `test`, with `settings` (the
+    keyword arguments of `run_protocol`, e.g. {"c_grid": (0.1, 1.0)} or {"lr_grid": (1e-3,)})."""
+
+    name: ProtocolName
+    train: Features
+    test: Features
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _run_job(job: ProtocolJob, seed: int) -> Result:
+    return run_protocol(job.name, job.train, job.test, seed=seed, **dict(job.settings))
+
+
+def run_protocols(jobs: Sequence[ProtocolJob], seed: int = 0, workers: int | None = None) -> list[Result]:
+    """`run_protocol` on each job, in order, the independent fits shared among `workers` processes.
+
+    Every fit runs on one thread (the protocols' default), in the parent or in a worker, so the results are the
+    same as fitting the jobs one after another; only the wall time changes. workers None: one per CPU core, at
+    most 2, when the jobs' training splits hold PARALLEL_MIN_VALUES feature values or more, else 1 (no workers).
+    Workers are forked (on Linux only; elsewhere the jobs run one after another), so they need no importable
+    __main__ and work from scripts, notebooks and stdin alike, as DataLoader workers do."""
+    jobs = list(jobs)
+    if workers is None:
+        size = sum(job.train.x.size for job in jobs)
+        workers = min(2, os.cpu_count() or 1) if size >= PARALLEL_MIN_VALUES and sys.platform == "linux" else 1
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if any(dict(job.settings).get("threads", 1) != 1 for job in jobs):
+        raise ValueError("run_protocols fits each job on one thread; leave out `threads`")
+    if workers == 1 or len(jobs) < 2 or sys.platform != "linux":
+        return [_run_job(job, seed) for job in jobs]
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        return list(pool.map(_run_job, jobs, [seed] * len(jobs)))
 
 
 # ---------------------------------------------------------------------------------------------- low shot

@@ -66,6 +66,10 @@ class Profile:
     video_teacher: str = "pretrain-video"  # distillation's video teacher (a reference)
     c_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # linear-probe L2 grid
     attentive_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # attentive-probe lrs (one: fixed, no held-out fits)
+    # the teacher-quality gate's sample (gate.run_gate): train clips its probes fit on and val/test clips they read;
+    # the benchmark search's sizes (docs/benchmark_search.md), about 1 point of standard error
+    gate_train: int = 3000
+    gate_eval: int = 2000
     overrides: tuple[str, ...] = ()  # the profile-level overrides this profile was made with
 
     def __post_init__(self) -> None:
@@ -78,6 +82,8 @@ class Profile:
             raise ConfigError(f"unknown teacher_arch {self.teacher_arch!r}; choose one of {sorted(ARCHITECTURES)}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.gate_train < 1 or self.gate_eval < 1:
+            raise ConfigError(f"gate_train and gate_eval must be >= 1, got {self.gate_train} and {self.gate_eval}")
 
     @property
     def teacher_model(self) -> ModelSpec:
@@ -100,7 +106,7 @@ def _smoke() -> Profile:
                       num_test=16, num_images=64),
         image_optim=optim, video_optim=optim, distill_optim=optim,
         finetune_optim=dataclasses.replace(optim, betas=(0.9, 0.999), layer_decay=0.75),
-        finetune_drop_path=0.0, c_grid=(1e-2, 1.0))
+        finetune_drop_path=0.0, c_grid=(1e-2, 1.0), gate_train=32, gate_eval=16)
 
 
 # The laptop benchmark (docs/benchmark_search.md): ten static pattern classes carry appearance, the whole scene

@@ -40,7 +40,7 @@ from mvd_lib.evaluate import evaluate
 from mvd_lib.mae import ImageViT
 from mvd_lib.objectives import DistillObjective, FinetuneObjective, MAEObjective, VideoMAEObjective
 from mvd_lib.probe import extract_features, fit_probe, save_features
-from mvd_lib.probe_protocols import low_shot_curve, run_protocol
+from mvd_lib.probe_protocols import ProtocolJob, low_shot_curve, run_protocols
 from mvd_lib.synthetic import SyntheticClips
 from mvd_lib.target_cache import CachedTargets
 from mvd_lib.teachers import EMATeacher, FrozenTeacher, ImageTeacher, VideoTeacher
@@ -424,16 +424,17 @@ class Probe(FrozenFeatures):
                                         *(("tokens",) if "attentive" in cfg.protocols else ())]))
         kw = dict(poolings=poolings, batch_size=cfg.batch_size, device=device, dtype=dtype, progress=options.progress)
         feats_tr, feats_sc = extract_features(encoder, train_set, **kw), extract_features(encoder, scored, **kw)
+        # the attentive probe reads every token; linear and k-NN probes read each pooling
+        keys = [(protocol, task, pooling) for protocol in cfg.protocols for task in cfg.tasks
+                for pooling in (("tokens",) if protocol == "attentive" else cfg.poolings)]
+        jobs = [ProtocolJob(protocol, feats_tr[pooling].select(task), feats_sc[pooling].select(task),
+                            {"holdout_fraction": cfg.holdout_fraction,
+                             **({"c_grid": cfg.c_grid} if protocol == "linear" else
+                                {"lr_grid": cfg.attentive_lrs} if protocol == "attentive" else {})})
+                for protocol, task, pooling in keys]
         results: dict[str, dict] = {}
-        for protocol in cfg.protocols:
-            for task in cfg.tasks:
-                # the attentive probe reads every token; linear and k-NN probes read each pooling
-                for pooling in (("tokens",) if protocol == "attentive" else cfg.poolings):
-                    extra = ({"c_grid": cfg.c_grid} if protocol == "linear" else
-                             {"lr_grid": cfg.attentive_lrs} if protocol == "attentive" else {})
-                    res = run_protocol(protocol, feats_tr[pooling].select(task), feats_sc[pooling].select(task),
-                                       seed=cfg.seed, holdout_fraction=cfg.holdout_fraction, **extra)
-                    results.setdefault(protocol, {}).setdefault(task, {})[pooling] = _without_predictions(res)
+        for (protocol, task, pooling), res in zip(keys, run_protocols(jobs, seed=cfg.seed)):
+            results.setdefault(protocol, {}).setdefault(task, {})[pooling] = _without_predictions(res)
         out: dict[str, Any] = {"probe": results, "split": cfg.split, "encoder": deps["encoder"].fingerprint}
         if cfg.low_shot:
             out["low_shot"] = {task: low_shot_curve(feats_tr["time"].select(task), feats_sc["time"].select(task),

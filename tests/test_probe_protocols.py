@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import torch
 from mvd_lib.probe import Features, fit_probe
 from mvd_lib.probe_protocols import (PROTOCOLS, AttentivePooler, AttentiveProbeConfig, LowShotCurve,
                                      ProtocolResult, fit_attentive_probe, fit_knn, low_shot_curve, low_shot_rows,
-                                     normalize_tokens, position_statistics, run_protocol, token_view)
+                                     ProtocolJob, normalize_tokens, position_statistics, run_protocol, run_protocols,
+                                     token_view)
 from mvd_lib.rng import generator
 
 # A small budget that solves the known-answer tasks below in about a second per fit on one thread.
@@ -241,6 +243,24 @@ def test_run_protocol_by_name_gives_serialisable_results():
         run_protocol("svm", train, test)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="unknown attentive-probe argument"):
         run_protocol("attentive", timed, timed_test, c_grid=(1.0,))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fits are shared among worker processes on Linux only")
+def test_fits_shared_among_worker_processes_give_the_results_of_fitting_one_after_another():
+    train, test = blobs(200, 3, 8, 2.0, seed=0), blobs(100, 3, 8, 2.0, seed=1)
+    jobs = [ProtocolJob("linear", train, test, {"c_grid": (0.01, 0.1, 1.0)}),
+            ProtocolJob("attentive", marker_tokens(400, 0), marker_tokens(200, 1), {"config": FAST}),
+            ProtocolJob("knn", train, test, {"k_grid": (1, 5)}),
+            ProtocolJob("linear", train, test, {"c_grid": (10.0,), "holdout_fraction": None})]
+    one_by_one = run_protocols(jobs, seed=3, workers=1)
+    shared = run_protocols(jobs, seed=3, workers=2)
+    assert [type(r) for r in shared] == [type(r) for r in one_by_one]
+    for a, b in zip(one_by_one, shared):
+        assert {**a.to_dict(), "seconds": 0} == {**b.to_dict(), "seconds": 0}
+        np.testing.assert_array_equal(a.test_pred, b.test_pred)
+    assert one_by_one[1].top1 > 80  # the attentive job learned: a real fit, not an empty one
+    with pytest.raises(ValueError, match="one thread"):
+        run_protocols([ProtocolJob("linear", train, test, {"threads": 2})] * 2, workers=2)
 
 
 # ---------------------------------------------------------------------------------------------- low shot
