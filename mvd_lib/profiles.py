@@ -402,7 +402,8 @@ def reproducing_command(verb: str, cfg: Any, p: Profile | None = None) -> str:
     try:
         base = preset(verb, cfg.name, None, profile_overrides)
     except ConfigError:
-        return f"{command_line(verb, cfg.name, (), profile_overrides)}  # no such preset: config.json holds the settings"
+        plain = command_line(verb, cfg.name, (), profile_overrides)
+        return f"{plain}  # no such preset: config.json holds the settings"
     sets = [f"{key}={text}" for key, text in _differences(config_dict(base), config_dict(cfg), "")]
     try:
         rebuilt = config_dict(preset(verb, cfg.name, sets, profile_overrides))

@@ -38,7 +38,8 @@ from mvd_lib.engine import NonFiniteLossError, remove_resumable_state
 from mvd_lib.checkpoint import describe_file
 from mvd_lib.errors import ConfigError, DivergedRunError, UserError
 from mvd_lib.identity import sha256_file
-from mvd_lib.profiles import PROFILES, Profile, parse_ref, profile, reproducing_command, resolve_run_ref, run_config, split_preset, validate
+from mvd_lib.profiles import (PROFILES, Profile, parse_ref, profile, reproducing_command, resolve_run_ref, run_config,
+                              split_preset, validate)
 from mvd_lib.runs import (ARTIFACTS, SCHEMA, Run, adopt_artifact, command_line, find_artifact, find_run, read_json,
                           run_folder)
 from mvd_lib.runtypes import RUN_TYPES, Dependency, RunOptions, describe_device
