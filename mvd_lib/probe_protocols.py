@@ -43,6 +43,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
@@ -539,7 +540,8 @@ def run_protocols(jobs: Sequence[ProtocolJob], seed: int = 0, workers: int | Non
     same as fitting the jobs one after another; only the wall time changes. workers None: one per CPU core, at
     most 2, when the jobs' training splits hold PARALLEL_MIN_VALUES feature values or more, else 1 (no workers).
     Workers are forked (on Linux only; elsewhere the jobs run one after another), so they need no importable
-    __main__ and work from scripts, notebooks and stdin alike, as DataLoader workers do."""
+    __main__ and work from scripts, notebooks and stdin alike, as DataLoader workers do. If a worker dies (killed
+    for memory, say), the jobs are fitted here one after another instead, with a warning."""
     jobs = list(jobs)
     if workers is None:
         size = sum(job.train.x.size for job in jobs)
@@ -551,8 +553,13 @@ def run_protocols(jobs: Sequence[ProtocolJob], seed: int = 0, workers: int | Non
     if workers == 1 or len(jobs) < 2 or sys.platform != "linux":
         return [_run_job(job, seed) for job in jobs]
     context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        return list(pool.map(_run_job, jobs, [seed] * len(jobs)))
+    try:
+        with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            return list(pool.map(_run_job, jobs, [seed] * len(jobs)))
+    except concurrent.futures.process.BrokenProcessPool:
+        warnings.warn(f"a worker process sharing {len(jobs)} probe fits died (out of memory?); fitting them here "
+                      "one after another", RuntimeWarning, stacklevel=2)
+        return [_run_job(job, seed) for job in jobs]
 
 
 # ---------------------------------------------------------------------------------------------- low shot

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 
 import numpy as np
@@ -261,6 +262,33 @@ def test_fits_shared_among_worker_processes_give_the_results_of_fitting_one_afte
     assert one_by_one[1].top1 > 80  # the attentive job learned: a real fit, not an empty one
     with pytest.raises(ValueError, match="one thread"):
         run_protocols([ProtocolJob("linear", train, test, {"threads": 2})] * 2, workers=2)
+
+
+def _dies_outside(parent: int, x: np.ndarray, y: np.ndarray, index: np.ndarray, pooling: str) -> Features:
+    """Unpickles as Features in the parent process; kills any other process that unpickles it."""
+    if os.getpid() != parent:
+        os._exit(1)
+    return Features(x=x, y=y, index=index, pooling=pooling)
+
+
+@dataclasses.dataclass
+class DiesInAWorker(Features):
+    """Features that kill the worker process they are sent to (a worker killed for memory, say)."""
+
+    def __reduce__(self):
+        return _dies_outside, (os.getpid(), self.x, self.y, self.index, self.pooling)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fits are shared among worker processes on Linux only")
+def test_fits_are_made_here_when_a_worker_dies():
+    train, test = blobs(200, 3, 8, 2.0, seed=0), blobs(100, 3, 8, 2.0, seed=1)
+    dying = DiesInAWorker(x=train.x, y=train.y, index=train.index, pooling=train.pooling)
+    jobs = [ProtocolJob("linear", dying, test, {"c_grid": (0.1, 1.0)}),
+            ProtocolJob("knn", dying, test, {"k_grid": (1, 5)})]
+    with pytest.warns(RuntimeWarning, match="worker process sharing 2 probe fits died"):
+        results = run_protocols(jobs, seed=1, workers=2)
+    expected = run_protocols([dataclasses.replace(job, train=train) for job in jobs], seed=1, workers=1)
+    assert [{**r.to_dict(), "seconds": 0} for r in results] == [{**r.to_dict(), "seconds": 0} for r in expected]
 
 
 # ---------------------------------------------------------------------------------------------- low shot
