@@ -78,21 +78,22 @@ def test_finished_runs_are_loaded_not_repeated(smoke_runs, monkeypatch):
     assert run.finished
 
 
-def test_the_recorded_command_of_an_api_run_finds_the_same_run(smoke_runs, capsys, monkeypatch):
+def test_the_recorded_command_of_an_api_run_finds_the_same_run(smoke_runs, tmp_path, capsys, monkeypatch):
     """A run made through the API with settings, a Run object and nested overrides records the command line that
     names it: the command, run as given, loads that run (nothing trained) instead of making another."""
     from mvd_lib.cli import main
 
-    student = runner.run("distill", "smoke", root=smoke_runs, progress=False)
+    root = tmp_path / "runs"
+    shutil.copytree(smoke_runs, root)  # the shared smoke runs keep one probe
+    student = runner.run("distill", "smoke", root=root, progress=False)
     p = runner.profile("smoke", seed=3)
-    probe = runner.run("probe", p, encoder=student, overrides={"c_grid": (0.1, 1.0)}, root=smoke_runs,
-                       progress=False)
+    probe = runner.run("probe", p, encoder=student, overrides={"c_grid": (0.1, 1.0)}, root=root, progress=False)
     command = (probe.folder / "command.txt").read_text().strip()
     assert command == (f"python -m mvd_lib probe --preset smoke --profile-set seed=3 --set encoder={student.ref} "
                        "--set c_grid=0.1,1.0")
     for run_type in RUN_TYPES.values():
         monkeypatch.setattr(run_type, "execute", lambda *a, **k: pytest.fail("the recorded command trained a run"))
-    assert main([*shlex.split(command)[3:], "--runs", str(smoke_runs), "--no-progress"]) == 0
+    assert main([*shlex.split(command)[3:], "--runs", str(root), "--no-progress"]) == 0
     assert f"-> {probe.folder}" in capsys.readouterr().out
 
 
