@@ -545,7 +545,7 @@ def run_protocols(jobs: Sequence[ProtocolJob], seed: int = 0, workers: int | Non
     jobs = list(jobs)
     if workers is None:
         size = sum(job.train.x.size for job in jobs)
-        workers = min(2, os.cpu_count() or 1) if size >= PARALLEL_MIN_VALUES and sys.platform == "linux" else 1
+        workers = min(2, os.cpu_count() or 1) if size >= PARALLEL_MIN_VALUES else 1
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if any(dict(job.settings).get("threads", 1) != 1 for job in jobs):

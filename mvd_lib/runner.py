@@ -40,8 +40,7 @@ from mvd_lib.errors import ConfigError, DivergedRunError, UserError
 from mvd_lib.identity import sha256_file
 from mvd_lib.profiles import (PROFILES, Profile, parse_ref, profile, reproducing_command, resolve_run_ref, run_config,
                               split_preset, validate)
-from mvd_lib.runs import (ARTIFACTS, SCHEMA, Run, adopt_artifact, command_line, find_artifact, find_run, read_json,
-                          run_folder)
+from mvd_lib.runs import ARTIFACTS, SCHEMA, Run, adopt_artifact, find_artifact, find_run, read_json, run_folder
 from mvd_lib.runtypes import RUN_TYPES, Dependency, RunOptions, describe_device
 
 __all__ = ["run", "profile", "clips", "load", "train_or_load", "plan", "Plan", "RunOptions", "Run"]
@@ -58,7 +57,6 @@ class Plan:
     inputs: dict[str, str]  # identity of the annotation lists the run reads: file -> sha256
     hash: str = ""
     folder: Path = Path()
-    command: str = ""
 
     def fingerprint(self) -> str:
         return f"run:{self.verb}:{self.hash}"
@@ -133,9 +131,7 @@ def plan(verb: str, cfg: Any, p: Profile | None = None, options: RunOptions | No
         ref = parse_ref(value)
         if ref.kind == "run":
             child_cfg = resolve_run_ref(ref, p)
-            child = plan(ref.verb, child_cfg, p, options, given, _depth + 1)
-            child.command = command_line(ref.verb, child_cfg.name, ref.overrides, p.overrides)
-            node.deps[name] = child
+            node.deps[name] = plan(ref.verb, child_cfg, p, options, given, _depth + 1)
         elif ref.kind == "hash":
             node.deps[name] = _finished_run_dependency(ref.verb, ref.name, value, options, given)
         elif ref.kind == "file":
@@ -181,7 +177,7 @@ def execute(node: Plan, options: RunOptions) -> Run:
     deps: dict[str, Dependency] = {}
     for name, dep in node.deps.items():
         if isinstance(dep, Plan):
-            child_options = dataclasses.replace(options, force=False, command=dep.command)
+            child_options = dataclasses.replace(options, force=False, command="")  # its own command, not ours
             child = execute(dep, child_options)
             deps[name] = Dependency("run", dep.fingerprint(), run=child)
         else:
@@ -281,10 +277,7 @@ def train_or_load(verb: str, cfg: Any, p: Profile | str | None = None, options: 
     options = options or RunOptions(**option_kwargs)
     if isinstance(p, str):
         p = profile(p)
-    node = plan(verb, cfg, p, options, given)
-    if not node.command:
-        node.command = options.command or reproducing_command(verb, cfg, node.profile)
-    return execute(node, dataclasses.replace(options, command=node.command))
+    return execute(plan(verb, cfg, p, options, given), options)
 
 
 def run(verb: str, p: Profile | str = "smoke", variant: str = "", *, overrides: Sequence[str] | dict | None = None,

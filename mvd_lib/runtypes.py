@@ -58,7 +58,7 @@ class RunOptions:
     stop_after_steps: int | None = None  # stop each unfinished run (resumably) after this many optimizer steps
     trust_checkpoints: bool = False  # allow "file:" checkpoints that hold pickled Python objects (trusted files)
     dist: DistInfo = field(default_factory=DistInfo)  # torchrun process info
-    command: str | None = None  # the command to record in command.txt
+    command: str | None = None  # the command to record in command.txt (None: profiles.reproducing_command)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
