@@ -465,10 +465,14 @@ def judge_compute(scores: list[dict[str, Any]], compute: list[dict[str, Any]],
 RUN_FILES = ("config.json", "metrics.json", "command.txt", "bad_inputs.json")
 
 
-def export(records: Records, dest: str | Path) -> Path:
+def export(records: Records, dest: str | Path, keep_existing: bool = False) -> Path:
     """Copy the records (config.json, metrics.json, command.txt; never weights) of every run the experiment used,
     teachers included, to `dest/runs/<verb>/<folder>/`, and write `dest/experiment.json` naming them by arm and
-    seed. `load_export(dest)` gives the score rows back exactly."""
+    seed. `load_export(dest)` gives the score rows back exactly.
+
+    keep_existing: a run whose record is already in `dest/runs/` keeps that record (`extend_results`: a run
+    trained again for a new protocol has the same config and hash, and the tables already in `dest` were built
+    from its first record)."""
     dest = Path(dest)
     index = []
     seen: set[Path] = set()
@@ -483,10 +487,12 @@ def export(records: Records, dest: str | Path) -> Path:
                 continue
             seen.add(r.folder)
             target = dest / "runs" / r.verb / r.folder.name
-            target.mkdir(parents=True, exist_ok=True)
-            for name in RUN_FILES:
-                if (r.folder / name).exists():
-                    shutil.copy2(r.folder / name, target / name)
+            kept = target.resolve() == r.folder.resolve() or (keep_existing and (target / "metrics.json").exists())
+            if not kept:
+                target.mkdir(parents=True, exist_ok=True)
+                for name in RUN_FILES:
+                    if (r.folder / name).exists():
+                        shutil.copy2(r.folder / name, target / name)
             for fp in r.dependencies.values():
                 if fp.startswith("run:"):
                     _, verb, digest = fp.split(":")
@@ -520,6 +526,42 @@ def load_export(dest: str | Path) -> Records:
     return records
 
 
+def extendable(dest: str | Path, profile_name: str, overrides: Sequence[str], seeds: Sequence[int]) -> Records:
+    """The Records already exported to `dest`, after checking that an experiment of profile `profile_name` with
+    profile-level `overrides` and `seeds` may add to them: the same profile, overrides and seeds, so that every
+    model both name is the same run. Raises ConfigError otherwise, or when `dest` holds no experiment."""
+    dest = Path(dest)
+    if not (dest / "experiment.json").exists():
+        raise ConfigError(f"{dest} holds no experiment (no experiment.json) to extend; run without --extend first")
+    base = load_export(dest)
+    want = (profile_name, sorted(overrides), tuple(seeds))
+    have = (base.profile, sorted(base.overrides), tuple(base.seeds))
+    if want != have:
+        raise ConfigError(f"{dest} holds the experiment of profile {have[0]!r}, overrides {have[1]}, seeds "
+                          f"{list(have[2])}; this one is {want[0]!r}, overrides {want[1]}, seeds {list(want[2])}. "
+                          f"Extend it with the same profile, --profile-set and --seeds, or write to another --out")
+    return base
+
+
+def merge_records(base: Records, more: Records) -> Records:
+    """`base` with the runs of `more` added (same profile, overrides and seeds; `extendable` checks): an (arm,
+    seed) gains the runs it lacked, e.g. its finetunes; a run `base` already names stays as it is."""
+    if (base.profile, sorted(base.overrides), base.seeds) != (more.profile, sorted(more.overrides), more.seeds):
+        raise ConfigError("records of different profiles, overrides or seeds cannot be merged")
+    merged = Records(base.profile, base.seeds, overrides=base.overrides)
+    for key in [*base.runs, *[k for k in more.runs if k not in base.runs]]:
+        old, new = base.runs.get(key, {}), more.runs.get(key, {})
+        for name in old.keys() & new.keys():
+            a, b = old[name], new[name]
+            if (a is None) != (b is None) or (a is not None and a.hash != b.hash):
+                raise ConfigError(
+                    f"{key[0]}, seed {key[1]}: the experiment has {name} {a.ref if a else None}, this one made "
+                    f"{b.ref if b else None}. Extending adds the runs an arm lacks (new arms, finetuning); "
+                    f"different probe protocols for an arm that has a probe make a new experiment (another --out)")
+        merged.runs[key] = {**new, **old}
+    return merged
+
+
 # ================================================================================================ results
 # The paper's numbers beside ours (docs/paper_results.md): top-1 % on K400 (spatial) and SSv2 (temporal), ViT-S
 # students with ViT-B teachers where the paper has them, ViT-B otherwise.
@@ -544,17 +586,24 @@ TABLE_OF = {"Table 1": "C2", "Table 2": "C1", "Table 7": "C5", "Table 8": "C6", 
 RESULT_FILES = ("scores.json", "similarity.json", "compute.json")
 
 
-def write_results(records: Records, dest: str | Path, datasets: dict[str, Any] | None = None) -> Path:
+def write_results(records: Records, dest: str | Path, datasets: dict[str, Any] | None = None,
+                  extend: bool = False) -> Path:
     """Export the run records to `dest` (see `export`), then write what the tables are built from that needs the
     models (cross-frame similarity: similarity.json) beside the scores and compute read off the records, and
-    the tables themselves (tables.md, verdicts.json) as `build_tables(dest)` makes them."""
-    dest = export(records, dest)
+    the tables themselves (tables.md, verdicts.json) as `build_tables(dest)` makes them.
+
+    extend: add `records` to the experiment already in `dest` (`extendable` checks that they belong together)
+    instead of replacing it: its runs and records stay, `records` adds the runs it lacks (new arms, protocols),
+    and its similarity.json stays unless `datasets` asks for it again."""
+    if extend:
+        records = merge_records(extendable(dest, records.profile, records.overrides, records.seeds), records)
+    dest = export(records, dest, keep_existing=extend)
     scores = score_rows(records)
     (dest / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
     (dest / "compute.json").write_text(json.dumps(compute_rows(records), indent=1) + "\n")
     if datasets:
         (dest / "similarity.json").write_text(json.dumps(similarity_rows(records, datasets)) + "\n")
-    else:  # none asked for: one left by an earlier experiment in this folder is not these records'
+    elif not extend:  # none asked for: one left by an earlier experiment in this folder is not these records'
         (dest / "similarity.json").unlink(missing_ok=True)
     tables, verdicts = build_tables(dest)
     (dest / "tables.md").write_text(tables)

@@ -198,9 +198,18 @@ def cmd_claims(args: argparse.Namespace) -> int:
         return 0
     wanted = [c.strip() for c in args.claims.split(",") if c.strip()]
     arms = claims.arms_for(wanted)
+    if args.arms:
+        chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
+        outside = [a for a in chosen if a not in arms]
+        if outside:
+            raise ConfigError(f"--arms {outside} are not arms of claims {','.join(wanted)}; choose from {arms}")
+        arms = [a for a in arms if a in chosen]
+    if args.extend:  # checked before any training
+        claims.extendable(args.out, p.name, p.overrides, seeds)
     records = claims.run_experiments(p, seeds, arms=arms, protocols=protocols, root=args.runs,
                                      progress=not args.no_progress)
-    out = claims.write_results(records, args.out, claims.similarity_datasets(p) if "C4" in wanted else None)
+    out = claims.write_results(records, args.out, claims.similarity_datasets(p) if "C4" in wanted else None,
+                               extend=args.extend)
     print((out / "tables.md").read_text())
     written = [n for n in ("tables.md", "verdicts.json", "scores.json", "similarity.json", "compute.json", "runs")
                if (Path(out) / n).exists()]
@@ -299,7 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claims", default="C1,C2,C3,C4,C5,C6,C7,C8",
                    help="claims to test (default all); only their arms, the teachers, the Table 1 students and the "
                         "controls are run, e.g. C2,C4 for Table 1 and Figure 3")
+    p.add_argument("--arms", default="",
+                   help="comma-separated arms to run, among the claims' (default all of them), e.g. 'image-teacher "
+                        "student,video-teacher student'; with --extend, to add a protocol for some arms only")
     p.add_argument("--out", default=None, help="results folder (default results/<profile>)")
+    p.add_argument("--extend", action="store_true",
+                   help="add this command's runs to the experiment already in --out (same profile, --profile-set "
+                        "and --seeds) instead of replacing it; its records and tables are rebuilt with them")
     p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
     p.add_argument("--rebuild", action="store_true", help="only rebuild the tables from the results folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

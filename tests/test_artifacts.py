@@ -43,3 +43,15 @@ def test_train_or_load_adopts_the_shipped_teacher(key, tmp_path):
     run = runner.run(verb, "quick", root=tmp_path, progress=False)
     assert run.folder == tmp_path / key
     assert (run.folder / "model.pth").read_bytes() == (ARTIFACTS / key / "model.pth").read_bytes()
+
+
+def test_a_record_kept_without_weights_gives_way_to_the_shipped_teacher(tmp_path):
+    """The records of results/*/runs/ restored into runs/ (as README's claims section describes) name the shipped
+    teachers' hashes without their weights: train-or-load adopts the shipped teacher instead of failing."""
+    key = "pretrain-video/" + next(k.split("/")[1] for k in ENTRIES if k.startswith("pretrain-video/quick-"))
+    kept = tmp_path / key
+    kept.mkdir(parents=True)
+    (kept / "metrics.json").write_text((ARTIFACTS / key / "metrics.json").read_text())
+    run = runner.run("pretrain-video", "quick", root=tmp_path, progress=False)
+    assert run.folder == kept and (kept / "model.pth").read_bytes() == (ARTIFACTS / key / "model.pth").read_bytes()
+    run.encoder()  # loads

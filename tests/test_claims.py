@@ -113,3 +113,30 @@ def test_exported_records_rebuild_the_tables_exactly(tiny):
     (dest / "scores.json").write_text(json.dumps(scores))
     with pytest.raises(ValueError, match="does not match the run records"):
         claims.build_tables(dest)
+
+
+def test_an_experiment_extended_with_finetunes_of_some_arms_keeps_its_records(tiny, tmp_path):
+    root, records = tiny
+    dest = claims.write_results(records, tmp_path / "results")
+    first = {p.relative_to(dest): p.read_bytes() for p in (dest / "runs").rglob("*.json")}
+    more = claims.run_experiments("smoke", seeds=(0, 1), arms=["video-teacher student"], protocols=("finetune",),
+                                  root=root / "runs", log=None)
+    claims.write_results(more, dest, extend=True)
+    rows = json.loads((dest / "scores.json").read_text())
+    finetuned = {(r["arm"], r["seed"], r["task"]) for r in rows if r["protocol"] == "finetune"}
+    assert finetuned == {("video-teacher student", s, t) for s in (0, 1) for t in claims.TASKS}
+    assert len([r for r in rows if r["protocol"] == "linear"]) == 3 * 2 * 2  # the first experiment's rows stay
+    assert all((dest / name).read_bytes() == data for name, data in first.items())  # and its records, unchanged
+    tables, _ = claims.build_tables(dest)
+    assert tables == (dest / "tables.md").read_text() and "finetune" in tables
+    # another profile's or seeds' runs are not the same models: refused before anything is written
+    with pytest.raises(claims.ConfigError, match="seeds"):
+        claims.extendable(dest, "smoke", (), (0,))
+    with pytest.raises(claims.ConfigError, match="no experiment"):
+        claims.extendable(tmp_path / "nothing", "smoke", (), (0, 1))
+    # a probe of other protocols for an arm that has one would be dropped silently: refused
+    attentive = claims.run_experiments("smoke", seeds=(0,), arms=["random init"], protocols=("attentive",),
+                                       root=root / "runs", log=None)
+    attentive.seeds = (0, 1)
+    with pytest.raises(claims.ConfigError, match="new experiment"):
+        claims.write_results(attentive, dest, extend=True)

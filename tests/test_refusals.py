@@ -86,6 +86,7 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
              "--set", "data.dataset=ucf101", "--set", "data.task=label", "--set", f"data.list_dir={SAMPLES}"]
     finetune = ["finetune", "--preset", "smoke", *LIST]
     evaluate = ["evaluate", "--preset", "smoke"]
+    claims = ["claims", "--profile", "smoke", "--claims", "C2", "--out", str(f["a_file"].parent / "no_results")]
     return [
         # settings out of range or unknown
         ("mask ratio 1", [*smoke, "--set", "mask_ratio=1.0"], "mask_ratio=1.0"),
@@ -128,6 +129,9 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
          "optim.batch_size=64"),
         # runs folder
         ("runs folder under a file", [*smoke, "--runs", str(f["a_file"] / "runs")], str(f["a_file"])),
+        # experiments
+        ("claims: an arm outside the claims", [*claims, "--arms", "per-token student"], "per-token student"),
+        ("claims: extend no experiment", [*claims, "--extend"], "no experiment"),
     ]
 
 
@@ -154,8 +158,9 @@ def test_every_bad_input_is_one_line_exit_2_and_leaves_no_folder(files, tmp_path
 
 
 def test_the_table_covers_every_kind_of_input():
-    kinds = {"settings": 15, "references": 5, "checkpoint files": 7, "lists and videos": 8, "runs folder": 1}
-    assert len(CASE_IDS) == sum(kinds.values()) == 36
+    kinds = {"settings": 15, "references": 5, "checkpoint files": 7, "lists and videos": 8, "runs folder": 1,
+             "experiments": 2}
+    assert len(CASE_IDS) == sum(kinds.values()) == 38
 
 
 def test_a_read_only_runs_folder_is_refused(tmp_path, capsys, monkeypatch):
