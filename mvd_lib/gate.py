@@ -212,7 +212,9 @@ class GateResult:
     chance: dict[str, float] = field(default_factory=dict)  # task -> 100 / classes
     similarity: dict[str, float] = field(default_factory=dict)  # encoder -> cross_frame_similarity (eval split)
     token_similarity: dict[str, float] = field(default_factory=dict)  # encoder -> token_cross_frame_similarity
-    seconds: dict[str, float] = field(default_factory=dict)  # encoder -> extraction + probe wall time
+    # encoder -> its features' extraction (wall time) plus its probe fits' own times; the fits of all encoders
+    # share two worker processes (run_protocols), so these add up to more than the gate's wall time
+    seconds: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # probe settings (chosen C, train accuracy, ...)
 
     @property

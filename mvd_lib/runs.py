@@ -89,10 +89,13 @@ class Run:
         if not self.model_path.is_file():
             from mvd_lib.checkpoint import CheckpointError  # torch-based; records stay importable without it
 
+            command = self.folder / "command.txt"
+            again = (f"`{command.read_text().strip()} --force`" if command.is_file() and command.read_text().strip()
+                     else "the call that made it with --force (force=True)")
             raise CheckpointError(
                 f"{self.verb} {self.name} is {self.status} but its weights are missing ({self.model_path}; a record "
                 f"kept without model.pth, as results/*/runs/ keep them): delete {self.folder} to have train-or-load "
-                f"train it again, or repeat the call that made it with --force (force=True)")
+                f"train it again, or run {again}")
         return self.model_path
 
     @property

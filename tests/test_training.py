@@ -385,7 +385,9 @@ def test_a_record_kept_without_its_weights_names_the_remedy(smoke_runs, tmp_path
         with pytest.raises(CheckpointError) as err:
             load()
         msg = str(err.value)
-        assert "weights are missing" in msg and f"delete {again.folder}" in msg and "--force" in msg, msg
+        assert "weights are missing" in msg and f"delete {again.folder}" in msg, msg
+        command = (again.folder / "command.txt").read_text().strip()
+        assert f"`{command} --force`" in msg and command.startswith("python -m mvd_lib pretrain-video"), msg
         assert "\n" not in msg
     shutil.rmtree(again.folder)
     retrained = runner.run("pretrain-video", "smoke", root=tmp_path, progress=False)
