@@ -204,7 +204,7 @@ def execute(node: Plan, options: RunOptions) -> Run:
         return _execute(node, run, deps, options)
     existed = {p for p in (options.root, options.root / node.verb, run.folder) if p.exists()}
     try:
-        with folder_lock(run.folder, wait=True, on_wait=lambda holder: print(f"waiting for {holder}", flush=True)):
+        with folder_lock(run.folder, wait=True, on_wait=lambda text: print(text, flush=True)):
             if not options.force and run.reload().finished:  # another process finished it while this one waited
                 return run
             return _execute(node, run, deps, options)

@@ -260,6 +260,7 @@ def test_two_launches_of_one_run_train_it_once(tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum("waiting for" in out for out, _ in outs) == 1  # the second one said whom it waited for
+    assert not any("waiting for waiting" in out for out, _ in outs), outs  # once, as one sentence
     (folder,) = (tmp_path / "pretrain-video").iterdir()
     assert json.loads((folder / "metrics.json").read_text())["steps"] == 20 * 4  # trained once: 32 clips / 8
 
