@@ -470,7 +470,7 @@ def export(records: Records, dest: str | Path, keep_existing: bool = False) -> P
     teachers included, to `dest/runs/<verb>/<folder>/`, and write `dest/experiment.json` naming them by arm and
     seed. `load_export(dest)` gives the score rows back exactly.
 
-    keep_existing: a run whose record is already in `dest/runs/` keeps that record (`extend_results`: a run
+    keep_existing: a run whose record is already in `dest/runs/` keeps that record (`write_results(extend=True)`: a run
     trained again for a new protocol has the same config and hash, and the tables already in `dest` were built
     from its first record)."""
     dest = Path(dest)
