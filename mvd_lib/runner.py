@@ -184,9 +184,9 @@ def execute(node: Plan, options: RunOptions) -> Run:
             deps[name] = dep
     fingerprints = {k: d.fingerprint for k, d in deps.items()}
     run = Run(node.verb, node.cfg.name, node.hash, node.folder, node.cfg, fingerprints)
-    shipped = find_artifact(node.verb, node.cfg.name, node.hash, options.artifacts or ARTIFACTS)
     if not options.force:  # (a forced run does not read its old, possibly damaged, record)
-        if run.finished and (shipped is None or run.model_path.is_file()):
+        if run.finished and (run.model_path.is_file() or find_artifact(node.verb, node.cfg.name, node.hash,
+                                                                       options.artifacts or ARTIFACTS) is None):
             return run  # a finished record kept without its weights gives way to the shipped run of its hash
         if run.status == "diverged":
             raise DivergedRunError(_diverged_message(run))
@@ -195,6 +195,7 @@ def execute(node: Plan, options: RunOptions) -> Run:
         run.metrics = {"status": "waiting", "waiting_for": waiting}
         return run
     dist = options.dist
+    shipped = find_artifact(node.verb, node.cfg.name, node.hash, options.artifacts or ARTIFACTS)
     if shipped is not None and not options.force:
         if dist.is_main:
             adopt_artifact(shipped, run.folder)

@@ -89,9 +89,9 @@ class Run:
         if not self.model_path.is_file():
             from mvd_lib.checkpoint import CheckpointError  # torch-based; records stay importable without it
 
-            command = self.folder / "command.txt"
-            again = (f"`{command.read_text().strip()} --force`" if command.is_file() and command.read_text().strip()
-                     else "the call that made it with --force (force=True)")
+            path = self.folder / "command.txt"
+            command = path.read_text().strip() if path.is_file() else ""
+            again = f"`{command} --force`" if command else "the call that made it with --force (force=True)"
             raise CheckpointError(
                 f"{self.verb} {self.name} is {self.status} but its weights are missing ({self.model_path}; a record "
                 f"kept without model.pth, as results/*/runs/ keep them): delete {self.folder} to have train-or-load "
