@@ -157,6 +157,17 @@ class Records:
     runs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()  # the profile-level overrides the experiment ran with (Profile.overrides)
 
+    @property
+    def identity(self) -> tuple[str, tuple[str, ...], tuple[int, ...]]:
+        """(profile, sorted overrides, seeds): two experiments with the same identity name the same runs."""
+        return experiment_identity(self.profile, self.overrides, self.seeds)
+
+
+def experiment_identity(profile_name: str, overrides: Sequence[str],
+                        seeds: Sequence[int]) -> tuple[str, tuple[str, ...], tuple[int, ...]]:
+    """What makes two experiments' runs the same runs: the profile, its overrides (in any order), the seeds."""
+    return profile_name, tuple(sorted(overrides)), tuple(seeds)
+
 
 def _model_run(arm: Arm, p: Profile, seed: int, kw: dict) -> Any:
     from mvd_lib import runner
@@ -534,11 +545,10 @@ def extendable(dest: str | Path, profile_name: str, overrides: Sequence[str], se
     if not (dest / "experiment.json").exists():
         raise ConfigError(f"{dest} holds no experiment (no experiment.json) to extend; run without --extend first")
     base = load_export(dest)
-    want = (profile_name, sorted(overrides), tuple(seeds))
-    have = (base.profile, sorted(base.overrides), tuple(base.seeds))
+    want, have = experiment_identity(profile_name, overrides, seeds), base.identity
     if want != have:
-        raise ConfigError(f"{dest} holds the experiment of profile {have[0]!r}, overrides {have[1]}, seeds "
-                          f"{list(have[2])}; this one is {want[0]!r}, overrides {want[1]}, seeds {list(want[2])}. "
+        raise ConfigError(f"{dest} holds the experiment of profile {have[0]!r}, overrides {list(have[1])}, seeds "
+                          f"{list(have[2])}; this one is {want[0]!r}, overrides {list(want[1])}, seeds {list(want[2])}. "
                           f"Extend it with the same profile, --profile-set and --seeds, or write to another --out")
     return base
 
@@ -546,7 +556,7 @@ def extendable(dest: str | Path, profile_name: str, overrides: Sequence[str], se
 def merge_records(base: Records, more: Records) -> Records:
     """`base` with the runs of `more` added (same profile, overrides and seeds; `extendable` checks): an (arm,
     seed) gains the runs it lacked, e.g. its finetunes; a run `base` already names stays as it is."""
-    if (base.profile, sorted(base.overrides), base.seeds) != (more.profile, sorted(more.overrides), more.seeds):
+    if base.identity != more.identity:
         raise ConfigError("records of different profiles, overrides or seeds cannot be merged")
     merged = Records(base.profile, base.seeds, overrides=base.overrides)
     for key in [*base.runs, *[k for k in more.runs if k not in base.runs]]:
