@@ -548,8 +548,9 @@ def extendable(dest: str | Path, profile_name: str, overrides: Sequence[str], se
     want, have = experiment_identity(profile_name, overrides, seeds), base.identity
     if want != have:
         raise ConfigError(f"{dest} holds the experiment of profile {have[0]!r}, overrides {list(have[1])}, seeds "
-                          f"{list(have[2])}; this one is {want[0]!r}, overrides {list(want[1])}, seeds {list(want[2])}. "
-                          f"Extend it with the same profile, --profile-set and --seeds, or write to another --out")
+                          f"{list(have[2])}; this one is {want[0]!r}, overrides {list(want[1])}, seeds "
+                          f"{list(want[2])}. Extend it with the same profile, --profile-set and --seeds, or write to "
+                          f"another --out")
     return base
 
 
