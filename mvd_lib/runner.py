@@ -184,10 +184,14 @@ def execute(node: Plan, options: RunOptions) -> Run:
             deps[name] = dep
     fingerprints = {k: d.fingerprint for k, d in deps.items()}
     run = Run(node.verb, node.cfg.name, node.hash, node.folder, node.cfg, fingerprints)
-    if not options.force:  # (a forced run does not read its old, possibly damaged, record)
-        if run.finished and (run.model_path.is_file() or find_artifact(node.verb, node.cfg.name, node.hash,
-                                                                       options.artifacts or ARTIFACTS) is None):
-            return run  # a finished record kept without its weights gives way to the shipped run of its hash
+    shipped = None  # the shipped finished run of this hash (artifacts/), looked up once, where it can be adopted
+    if not options.force:  # (a forced run does not read its old, possibly damaged, record, nor adopts one)
+        if run.finished and run.model_path.is_file():
+            return run
+        # a finished record kept without its weights gives way to the shipped run of its hash, if there is one
+        shipped = find_artifact(node.verb, node.cfg.name, node.hash, options.artifacts or ARTIFACTS)
+        if run.finished and shipped is None:
+            return run
         if run.status == "diverged":
             raise DivergedRunError(_diverged_message(run))
     waiting = [f"{d.run.verb} {d.run.name}" for d in deps.values() if d.kind == "run" and not d.run.finished]
@@ -195,8 +199,7 @@ def execute(node: Plan, options: RunOptions) -> Run:
         run.metrics = {"status": "waiting", "waiting_for": waiting}
         return run
     dist = options.dist
-    shipped = find_artifact(node.verb, node.cfg.name, node.hash, options.artifacts or ARTIFACTS)
-    if shipped is not None and not options.force:
+    if shipped is not None:
         if dist.is_main:
             adopt_artifact(shipped, run.folder)
         distributed.barrier(dist)
