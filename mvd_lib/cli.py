@@ -204,10 +204,12 @@ def cmd_claims(args: argparse.Namespace) -> int:
         if outside:
             raise ConfigError(f"--arms {outside} are not arms of claims {','.join(wanted)}; choose from {arms}")
         arms = [a for a in arms if a in chosen]
+    if args.lanes < 1:
+        raise ConfigError(f"--lanes must be >= 1, got {args.lanes}")
     if args.extend:  # checked before any training
         claims.extendable(args.out, p.name, p.overrides, seeds)
     records = claims.run_experiments(p, seeds, arms=arms, protocols=protocols, root=args.runs,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, lanes=args.lanes)
     out = claims.write_results(records, args.out, claims.similarity_datasets(p) if "C4" in wanted else None,
                                extend=args.extend)
     print((out / "tables.md").read_text())
@@ -317,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and --seeds) instead of replacing it; its records and tables are rebuilt with them")
     p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
     p.add_argument("--rebuild", action="store_true", help="only rebuild the tables from the results folder")
+    p.add_argument("--lanes", type=int, default=1, metavar="N",
+                   help="train N runs at once, each in its own process with cores/N threads (default 1; 2 trains "
+                        "about 1.3 times as fast on a 2-core CPU; no progress bars then)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_claims)
 

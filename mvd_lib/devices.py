@@ -6,6 +6,7 @@ scaler needed); on CPU it is float32 (bfloat16 gave no speed-up on the 2-core CP
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import sys
 
@@ -13,6 +14,15 @@ import torch
 
 # Dense bf16 tensor-core peaks (TFLOP/s) used for MFU; matched against torch.cuda.get_device_name().
 PEAK_BF16_TFLOPS: dict[str, float] = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity where the OS reports one (a lane of `lanes.run_jobs`, a
+    container's cpuset), else all of the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def resolve_device(name: str = "auto") -> torch.device:

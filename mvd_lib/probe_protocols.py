@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvd_lib.config import PROTOCOLS as CONFIG_PROTOCOLS
+from mvd_lib.devices import usable_cores
 from mvd_lib.pos_embed import sincos_1d, sincos_3d
 from mvd_lib.probe import (Features, ProbeResult, check_splits, fit_probe, holdout_split, score_predictions,
                            stratified_holdout)
@@ -537,15 +538,16 @@ def run_protocols(jobs: Sequence[ProtocolJob], seed: int = 0, workers: int | Non
     """`run_protocol` on each job, in order, the independent fits shared among `workers` processes.
 
     Every fit runs on one thread (the protocols' default), in the parent or in a worker, so the results are the
-    same as fitting the jobs one after another; only the wall time changes. workers None: one per CPU core, at
-    most 2, when the jobs' training splits hold PARALLEL_MIN_VALUES feature values or more, else 1 (no workers).
+    same as fitting the jobs one after another; only the wall time changes. workers None: one per CPU core this
+    process may use (devices.usable_cores: one in a lane), at most 2, when the jobs' training splits hold
+    PARALLEL_MIN_VALUES feature values or more, else 1 (no workers).
     Workers are forked (on Linux only; elsewhere the jobs run one after another), so they need no importable
     __main__ and work from scripts, notebooks and stdin alike, as DataLoader workers do. If a worker dies (killed
     for memory, say), the jobs are fitted here one after another instead, with a warning."""
     jobs = list(jobs)
     if workers is None:
         size = sum(job.train.x.size for job in jobs)
-        workers = min(2, os.cpu_count() or 1) if size >= PARALLEL_MIN_VALUES else 1
+        workers = min(2, usable_cores()) if size >= PARALLEL_MIN_VALUES else 1
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if any(dict(job.settings).get("threads", 1) != 1 for job in jobs):

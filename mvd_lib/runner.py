@@ -172,6 +172,18 @@ def _finished_run_dependency(verb: str, digest: str, value: str, options: RunOpt
 
 
 # ------------------------------------------------------------------------------------------------ execution
+def would_train(node: Plan, options: RunOptions) -> bool:
+    """Whether `execute(node, options)` would train the run itself, rather than return it finished, adopt its
+    shipped copy (artifacts/) or refuse it as diverged. Dependencies are not looked at."""
+    if options.force:
+        return True
+    metrics = node.folder / "metrics.json"
+    status = read_json(metrics).get("status") if metrics.is_file() else None
+    if status in ("finished", "diverged"):
+        return False
+    return find_artifact(node.verb, node.cfg.name, node.hash, options.artifacts or ARTIFACTS) is None
+
+
 def execute(node: Plan, options: RunOptions) -> Run:
     """Train or load the planned run, its dependencies first. `options.force` applies to this run only."""
     deps: dict[str, Dependency] = {}

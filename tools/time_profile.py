@@ -1,6 +1,7 @@
 """Time a profile's Table 1 chain from scratch: both teachers, the three Table 1 students and Figure 3.
 
     python tools/time_profile.py quick --root /tmp/quick-runs     # an empty runs folder: everything trains
+    python tools/time_profile.py quick --root /tmp/quick-runs --lanes 2   # two runs at a time, one thread each
 
 Prints each run's training wall time from its record, the time of the Figure 3 measurement (cross-frame
 similarity of the teachers and students on 256 val clips) and the total elapsed time, and writes them as JSON
@@ -17,6 +18,7 @@ from pathlib import Path
 import mvd_lib  # noqa: F401  (installs the torchvision guard)
 import numpy as np
 from mvd_lib import analysis, runner
+from mvd_lib.lanes import Job, run_jobs
 
 CHAIN = (("pretrain-image", ""), ("pretrain-video", ""), ("distill", ""), ("distill", "img"), ("distill", "vid"))
 
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("profile")
     parser.add_argument("--root", required=True, help="runs folder (empty, to time everything)")
     parser.add_argument("--no-artifacts", action="store_true", help="train the teachers even if they are shipped")
+    parser.add_argument("--lanes", type=int, default=1,
+                        help="runs trained at once, one process each (default 1: one after another)")
     parser.add_argument("--out", help="write the times as JSON here")
     args = parser.parse_args(argv)
     p = runner.profile(args.profile)
@@ -34,16 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         artifacts = Path(args.root) / "no-artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    jobs = [Job(f"{verb}{':' + variant if variant else ''}", verb, p, variant) for verb, variant in CHAIN]
+    runs = run_jobs(jobs, lanes=args.lanes, root=args.root, artifacts=artifacts)
     times: dict[str, float] = {}
-    runs = {}
-    for verb, variant in CHAIN:
-        t0 = time.perf_counter()
-        run = runner.run(verb, p, variant, root=args.root, progress=False, artifacts=artifacts)
-        key = f"{verb}{':' + variant if variant else ''}"
-        runs[key] = run
-        times[key] = round(time.perf_counter() - t0, 1)
-        print(f"{key:22s} {times[key]:7.1f} s elapsed (record: {run.metrics.get('wall_time_s', 0):.1f} s training)",
-              flush=True)
+    for key, run in runs.items():
+        times[key] = round(run.metrics.get("wall_time_s", 0.0), 1)
+        print(f"{key:22s} {times[key]:7.1f} s training (record; {run.metrics.get('device', '')})", flush=True)
     t0 = time.perf_counter()
     clips = runner.clips(p, "val")
     figure3 = {key: (analysis.cross_frame_similarity(run.teacher(), clips, "target", max_clips=256)
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         off = ~np.eye(len(sim.centred), dtype=bool)  # pairs of different time slots
         print(f"  slot-centred cross-frame similarity, {key}: {np.asarray(sim.centred)[off].mean():.3f}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"profile": p.name, "seconds": times}, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"profile": p.name, "lanes": args.lanes, "seconds": times}, indent=1)
+                                  + "\n")
     return 0
 
 
