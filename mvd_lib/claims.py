@@ -199,8 +199,8 @@ def run_experiments(p: Profile | str = "laptop", seeds: Sequence[int] = (0, 1, 2
                     log: Any = print, lanes: int = 1) -> Records:
     """Train or load every run the claims need: each arm (per seed), its probes and its finetunes. Runs are
     recorded under `root` and reused, so a second call, or a call after a kill, only does what is missing.
-    lanes: runs trained at once in worker processes (lanes.run_jobs; the same runs, about 1.3 times faster on
-    two cores with 2)."""
+    lanes: runs trained at once in worker processes (lanes.run_jobs): the same runs, sooner (on two cores, two
+    lanes train about 1.3 times as many steps per second; runs that wait for each other gain less)."""
     from mvd_lib import lanes as lanes_
 
     p = profile(p) if isinstance(p, str) else p
