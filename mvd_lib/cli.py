@@ -227,11 +227,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
     for name in ("num_train", "num_eval"):
         if getattr(args, name) is not None and getattr(args, name) < 2:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 2, got {getattr(args, name)}")
+    if args.lanes < 1:
+        raise ConfigError(f"--lanes must be >= 1, got {args.lanes}")
     from mvd_lib import gate
 
     start = time.perf_counter()
     result = gate.run_gate(p, split=args.split, num_train=args.num_train, num_eval=args.num_eval, root=args.runs,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, lanes=args.lanes,
+                           log=print if args.lanes > 1 else None)
     result.details["wall_time_s"] = time.perf_counter() - start
     print(result.markdown())
     print(f"teachers: {', '.join(t['run'] for t in result.details['teachers'].values())}; "
@@ -335,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-eval", type=int, help="evaluation clips (default: the profile's gate_eval)")
     p.add_argument("--out", help="also write the result as JSON here")
     p.add_argument("--runs", default=os.environ.get("MVD_RUNS", "runs"), help="runs folder (default runs/)")
+    p.add_argument("--lanes", type=int, default=1, metavar="N",
+                   help="with 2, train the two teachers side by side, one thread each, where neither is finished "
+                        "or shipped (default 1: one after the other)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_gate)
 

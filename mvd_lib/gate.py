@@ -364,13 +364,16 @@ def floor_encoders(p: Any) -> dict[str, nn.Module]:
 
 def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None, num_eval: int | None = None,
              root: str | None = None, progress: bool = True, image_teacher: Any = None, video_teacher: Any = None,
-             device: str | torch.device | None = None, log: Callable[[str], None] | None = None) -> GateResult:
+             device: str | torch.device | None = None, log: Callable[[str], None] | None = None,
+             lanes: int = 1) -> GateResult:
     """The gate of a profile (a name or a profiles.Profile): train or load its two teachers (runner.run of
     "pretrain-image" and "pretrain-video"; shipped teachers are adopted there), build the random floors, and
     evaluate on `num_train` train clips and `num_eval` clips of `split` (defaults: the profile's gate_train and
     gate_eval, 3000 and 2000 but at smoke). `image_teacher` / `video_teacher`: finished runs (`Run`) to
-    gate instead of the profile's. The result records the teacher runs in `details["teachers"]`."""
+    gate instead of the profile's. The result records the teacher runs in `details["teachers"]`. lanes: 2 trains
+    the two teachers side by side, one thread each, where neither is finished or shipped (lanes.run_jobs)."""
     from mvd_lib import runner
+    from mvd_lib.lanes import Job, run_jobs
 
     p = runner.profile(p) if isinstance(p, str) else p
     if split not in EVAL_SPLITS:
@@ -378,8 +381,11 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
     if p.data.source != "synthetic":
         raise ConfigError(f"the gate needs the synthetic benchmark (its appearance and motion labels); "
                           f"profile {p.name!r} reads annotation lists")
-    image = image_teacher or runner.run("pretrain-image", p, root=root, progress=progress)
-    video = video_teacher or runner.run("pretrain-video", p, root=root, progress=progress)
+    jobs = [Job(verb, verb, p) for verb, given in (("pretrain-image", image_teacher), ("pretrain-video", video_teacher))
+            if given is None]
+    teachers = run_jobs(jobs, lanes=lanes, root=root, progress=progress, log=log if lanes > 1 else None)
+    image = image_teacher or teachers["pretrain-image"]
+    video = video_teacher or teachers["pretrain-video"]
     encoders = {"image_teacher": image.encoder(), "video_teacher": video.encoder(), **floor_encoders(p)}
     num_train = p.gate_train if num_train is None else num_train
     num_eval = p.gate_eval if num_eval is None else num_eval

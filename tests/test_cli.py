@@ -102,6 +102,7 @@ def test_gate_prints_its_table_and_exits_by_its_verdict(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--profile", "nope"], "unknown profile 'nope'"),
     (["--profile", "smoke", "--num-eval", "1"], "--num-eval must be >= 2"),
+    (["--profile", "smoke", "--lanes", "0"], "--lanes must be >= 1"),
     (["--profile", "smoke", "--profile-set", "video_mask_ratio=1.0"], "video_mask_ratio must be in (0, 1)"),
 ])
 def test_gate_refuses_bad_settings_before_compute(tmp_path, capsys, args, message):

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from mvd_lib import claims, runner
+from mvd_lib.cli import main
 from mvd_lib.errors import DivergedRunError
 from mvd_lib.lanes import Job, RunOf, run_jobs
 
@@ -71,3 +72,16 @@ def test_bad_schedules_are_refused(tmp_path):
         run_jobs([Job("a", "probe", p, settings={"encoder": RunOf("b")}), Job("b", "pretrain-video", p)],
                  root=tmp_path)
     assert not list(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_the_gate_trains_its_two_teachers_side_by_side(tmp_path, capsys):
+    refs = {}
+    for lanes in (1, 2):
+        out_json = tmp_path / f"gate{lanes}.json"
+        main(["gate", "--profile", "smoke", "--runs", str(tmp_path / f"runs{lanes}"), "--no-progress", "--num-train",
+              "48", "--num-eval", "32", "--out", str(out_json), "--lanes", str(lanes)])
+        out = capsys.readouterr().out
+        assert ("lanes: 2 worker processes" in out) == (lanes == 2)
+        refs[lanes] = json.loads(out_json.read_text())["details"]["teachers"]
+    assert {k: v["run"] for k, v in refs[1].items()} == {k: v["run"] for k, v in refs[2].items()}
+    assert sum("trained pretrain-" in line for line in out.splitlines()) == 2
