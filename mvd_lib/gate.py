@@ -366,8 +366,8 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
              root: str | None = None, progress: bool = True, image_teacher: Any = None, video_teacher: Any = None,
              device: str | torch.device | None = None, log: Callable[[str], None] | None = None,
              lanes: int = 1) -> GateResult:
-    """The gate of a profile (a name or a profiles.Profile): train or load its two teachers (runner.run of
-    "pretrain-image" and "pretrain-video"; shipped teachers are adopted there), build the random floors, and
+    """The gate of a profile (a name or a profiles.Profile): train or load its two teachers ("pretrain-image" and
+    "pretrain-video" runs; shipped teachers are adopted), build the random floors, and
     evaluate on `num_train` train clips and `num_eval` clips of `split` (defaults: the profile's gate_train and
     gate_eval, 3000 and 2000 but at smoke). `image_teacher` / `video_teacher`: finished runs (`Run`) to
     gate instead of the profile's. The result records the teacher runs in `details["teachers"]`. lanes: 2 trains

@@ -6,12 +6,14 @@ import json
 
 import pytest
 
-from mvd_lib import claims, runner
+from mvd_lib import claims, lanes, runner
 from mvd_lib.cli import main
+from mvd_lib.devices import usable_cores
 from mvd_lib.errors import DivergedRunError
 from mvd_lib.lanes import Job, RunOf, run_jobs
 
 ARMS = ["random init", "image-teacher student", "video-teacher student"]
+THREADS = max(1, usable_cores() // 2)  # of each of two lanes (1 on the 2-core machines the suite is sized for)
 
 
 def _record(run) -> tuple[str, dict, str]:
@@ -34,11 +36,11 @@ def test_two_lanes_make_the_runs_one_lane_makes(tmp_path):
                 assert other is None
                 continue
             assert _record(run) == _record(other), (key, part)
-            assert other.finished and other.metrics["device"].startswith("cpu (1 threads)")
+            assert other.finished and other.metrics["device"].startswith(f"cpu ({THREADS} threads)")
     distill = two.runs["image-teacher student", 0]["model"]
     first = one.runs["image-teacher student", 0]["model"]
     assert distill.curves.loss == pytest.approx(first.curves.loss, abs=1e-4)  # one thread or two: the same run
-    assert lines[0] == "lanes: 2 worker processes, 1 thread each"
+    assert lines[0] == f"lanes: 2 worker processes, {THREADS} thread{'s' * (THREADS > 1)} each"
     trained = [line for line in lines if " trained " in line]
     # both teachers, 2 x 2 students, 3 x 2 probes, 3 x 2 x 2 finetunes (random init too): each trained once
     assert len(trained) == 2 + 4 + 6 + 12
@@ -60,6 +62,19 @@ def test_a_failed_run_stops_the_schedule_and_is_raised(tmp_path):
     assert any("distill smoke_vid failed (DivergedRunError)" in line for line in lines)
     assert not (tmp_path / "probe").exists()  # nothing after the failed run started
     assert runner.run("pretrain-video", p, root=tmp_path, progress=False).finished  # the teacher before it stays
+
+
+def test_lanes_started_fresh_make_the_same_runs(tmp_path, monkeypatch):
+    """Lanes of several threads start fresh interpreters ("spawn"), where a forked torch would hang: the same
+    runs come out of them."""
+    monkeypatch.setattr(lanes, "_start_method", lambda threads: "spawn")
+    p = runner.profile("smoke")
+    jobs = [Job("student", "distill", p, "vid", {"seed": 0}),
+            Job("probe", "probe", p, settings={"encoder": RunOf("student"), "seed": 0})]
+    one = run_jobs(jobs, lanes=1, root=tmp_path / "one", log=None)
+    two = run_jobs(jobs, lanes=2, root=tmp_path / "two", log=None)
+    assert {k: _record(r) for k, r in one.items()} == {k: _record(r) for k, r in two.items()}
+    assert (tmp_path / "two" / "pretrain-video").is_dir()  # the student's teacher, trained first
 
 
 def test_bad_schedules_are_refused(tmp_path):
