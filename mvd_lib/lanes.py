@@ -1,8 +1,8 @@
 """Lanes: independent runs trained side by side in worker processes, each after the runs it needs.
 
 On the 2-core CPUs the laptop profiles target, two one-thread runs side by side train about 1.3 times as many
-steps per second as one two-thread run (the matrices of a small ViT keep a run's second thread partly idle;
-`python -m mvd_lib bench` at OMP_NUM_THREADS=1, one and two at a time, measures it on a machine). `run_jobs`
+steps per second as one two-thread run (`python -m mvd_lib bench` on two threads, then at OMP_NUM_THREADS=1 one and
+two at a time, measures it on a machine; the README gives the figures). `run_jobs`
 takes train-or-load calls (`Job`s, the arguments of `runner.run`), plans each one (its hash and the runs it
 depends on) as soon as the runs it names have finished, loads or adopts here what is finished or shipped, and
 hands what must be trained to `lanes` worker processes of cores // lanes threads each, pinned to their own cores
