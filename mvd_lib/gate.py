@@ -383,7 +383,7 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
                           f"profile {p.name!r} reads annotation lists")
     jobs = [Job(verb, verb, p) for verb, given in (("pretrain-image", image_teacher), ("pretrain-video", video_teacher))
             if given is None]
-    teachers = run_jobs(jobs, lanes=lanes, root=root, progress=progress, log=log if lanes > 1 else None)
+    teachers = run_jobs(jobs, lanes=lanes, root=root, progress=progress, log=log)
     image = image_teacher or teachers["pretrain-image"]
     video = video_teacher or teachers["pretrain-video"]
     encoders = {"image_teacher": image.encoder(), "video_teacher": video.encoder(), **floor_encoders(p)}
