@@ -233,9 +233,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     result = gate.run_gate(p, split=args.split, num_train=args.num_train, num_eval=args.num_eval, root=args.runs,
-                           progress=not args.no_progress, lanes=args.lanes,
+                           progress=not args.no_progress, lanes=args.lanes, force=args.force,
                            log=print if args.lanes > 1 else None)
     result.details["wall_time_s"] = time.perf_counter() - start
+    if result.details["loaded"]:
+        print(f"the recorded result of these teachers and this sample: {result.details['recorded']} "
+              f"(--force evaluates again)")
     print(result.markdown())
     print(f"teachers: {', '.join(t['run'] for t in result.details['teachers'].values())}; "
           f"{result.details['wall_time_s']:.0f} s")
@@ -341,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lanes", type=int, default=1, metavar="N",
                    help="with 2, train the two teachers side by side, one thread each, where neither is finished "
                         "or shipped (default 1: one after the other)")
+    p.add_argument("--force", action="store_true",
+                   help="evaluate again even if this gate's result is recorded under --runs (gate/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_gate)
 

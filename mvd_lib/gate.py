@@ -21,6 +21,10 @@ each by more than 3 standard errors of the difference, sqrt(se_1^2 + se_2^2).
 An image encoder reads the clip frame by frame on the frames distillation gives it (the front frame of each
 tubelet, teachers.ImageTeacher), so its time slots line up with the video encoders'.
 
+`run_gate` records its result under the runs folder (`gate/<profile>-<hash>.json`, the hash of the teacher runs,
+the floors, the benchmark, the sample, the split and mvd_lib's source) and loads it on the next call with the same
+inputs: notebooks 03 and 04 gate the same teachers, and a second `python -m mvd_lib gate` takes seconds.
+
 A secondary diagnostic for the paper's Figure 3 (image-teacher features nearly constant across frames,
 video-teacher features changing): `cross_frame_similarity`, the slot-centred cosine similarity between the
 per-time-slot features of one clip.
@@ -29,9 +33,13 @@ Results are indexed by readout ("mean", "time"); another readout (an attentive p
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -42,6 +50,7 @@ from mvd_lib.mae import ImageViT
 from mvd_lib.probe import DEFAULT_C_GRID, Features, encoder_tokens, extract_features, token_grid
 from mvd_lib.probe_protocols import ProtocolJob, run_protocols
 from mvd_lib.analysis import frame_similarity
+from mvd_lib.atomic import write_json
 from mvd_lib.config import SyntheticConfig
 from mvd_lib.errors import ConfigError
 from mvd_lib.synthetic import EVAL_SPLITS, SyntheticClips
@@ -266,6 +275,47 @@ class GateResult:
             "seconds": self.seconds, "details": self.details,
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "GateResult":
+        """The result `to_dict` wrote; its checks are decided again from the rows, with the recorded readout and
+        margin, and must agree with the recorded verdict."""
+        rows = {e: {t: {r: Score(float(s["acc"]), int(s["n"])) for r, s in by_r.items()} for t, by_r in by_t.items()}
+                for e, by_t in d["rows"].items()}
+        first = d["checks"][0] if d.get("checks") else {}
+        checks = decide(rows, first.get("readout", DECISION_READOUT), first.get("margin", MARGIN_SE))
+        result = cls(rows, checks, split=d["split"], num_train=int(d["num_train"]), num_eval=int(d["num_eval"]),
+                     chance=dict(d.get("chance", {})), similarity=dict(d.get("similarity", {})),
+                     token_similarity=dict(d.get("token_similarity", {})), seconds=dict(d.get("seconds", {})),
+                     details=dict(d.get("details", {})))
+        if result.passed != bool(d["passed"]):
+            raise ValueError("a recorded gate result whose checks do not give its recorded verdict")
+        return result
+
+
+# ---------------------------------------------------------------------------------------------- records
+RECORDS = "gate"  # the folder, under a runs folder, of recorded gate results
+
+
+def source_fingerprint() -> str:
+    """sha256 (12 hex digits) of mvd_lib's Python source: a recorded gate result is reused only by the same code."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def record_path(p: Any, image_ref: str, video_ref: str, split: str, num_train: int, num_eval: int,
+                root: str | Path) -> Path:
+    """Where `run_gate` records the gate of these teacher runs ("<verb>@<hash>") at profile `p`:
+    `root/gate/<profile>-<hash>.json`, the hash of everything the result depends on (the teachers, the floors'
+    architecture and seed, the benchmark, the sample, the split, the probe grid and mvd_lib's source)."""
+    key = {"image_teacher": image_ref, "video_teacher": video_ref, "teacher_arch": p.teacher_arch,
+           "model": dataclasses.asdict(p.model.vit()), "seed": p.seed,
+           "synthetic": dataclasses.asdict(p.data.synthetic), "split": split, "num_train": num_train,
+           "num_eval": num_eval, "c_grid": list(DEFAULT_C_GRID), "source": source_fingerprint()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(root) / RECORDS / f"{p.name}-{digest}.json"
+
 
 def gate_from_features(features: Mapping[str, tuple[dict[str, Features], dict[str, Features]]],
                        tasks: Sequence[str] = TASKS, readouts: Sequence[str] = READOUTS,
@@ -365,13 +415,17 @@ def floor_encoders(p: Any) -> dict[str, nn.Module]:
 def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None, num_eval: int | None = None,
              root: str | None = None, progress: bool = True, image_teacher: Any = None, video_teacher: Any = None,
              device: str | torch.device | None = None, log: Callable[[str], None] | None = None,
-             lanes: int = 1) -> GateResult:
+             lanes: int = 1, force: bool = False) -> GateResult:
     """The gate of a profile (a name or a profiles.Profile): train or load its two teachers ("pretrain-image" and
     "pretrain-video" runs; shipped teachers are adopted), build the random floors, and
     evaluate on `num_train` train clips and `num_eval` clips of `split` (defaults: the profile's gate_train and
     gate_eval, 3000 and 2000 but at smoke). `image_teacher` / `video_teacher`: finished runs (`Run`) to
     gate instead of the profile's. The result records the teacher runs in `details["teachers"]`. lanes: 2 trains
-    the two teachers side by side, one thread each, where neither is finished or shipped (lanes.run_jobs)."""
+    the two teachers side by side, one thread each, where neither is finished or shipped (lanes.run_jobs).
+
+    The result is recorded under `root` (record_path) and a later call with the same inputs loads it instead of
+    evaluating again (`details["recorded"]` names the file, `details["loaded"]` says which happened); `force`
+    evaluates again and replaces the record."""
     from mvd_lib import runner
     from mvd_lib.lanes import Job, run_jobs
 
@@ -386,9 +440,17 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
     teachers = run_jobs(jobs, lanes=lanes, root=root, progress=progress, log=log)
     image = image_teacher or teachers["pretrain-image"]
     video = video_teacher or teachers["pretrain-video"]
-    encoders = {"image_teacher": image.encoder(), "video_teacher": video.encoder(), **floor_encoders(p)}
     num_train = p.gate_train if num_train is None else num_train
     num_eval = p.gate_eval if num_eval is None else num_eval
+    record = record_path(p, image.ref, video.ref, split, num_train, num_eval,
+                         root if root is not None else runner.RunOptions().root)
+    if record.exists() and not force:
+        result = GateResult.from_dict(json.loads(record.read_text()))
+        result.details.update(recorded=str(record), loaded=True)
+        if log is not None:
+            log(f"gate: loaded the recorded result {record} (force to evaluate again)")
+        return result
+    encoders = {"image_teacher": image.encoder(), "video_teacher": video.encoder(), **floor_encoders(p)}
     result = evaluate_gate(encoders, p.data.synthetic, num_train=num_train, num_eval=num_eval, split=split,
                            seed=p.seed, progress=progress, tubelet_size=p.model.vit().tubelet_size, device=device,
                            log=log)
@@ -396,4 +458,6 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
                                          "wall_time_s": r.metrics.get("wall_time_s"), "steps": r.metrics.get("steps")}
                                   for name, r in (("image", image), ("video", video))}
     result.details["profile"] = p.name
+    write_json(record, result.to_dict())
+    result.details.update(recorded=str(record), loaded=False)
     return result

@@ -97,6 +97,20 @@ def test_gate_prints_its_table_and_exits_by_its_verdict(tmp_path, capsys):
     # the teachers are the profile's own runs, reused by the next call
     assert sorted(p.parent.parent.name for p in (tmp_path / "runs").glob("*/*/model.pth")) == ["pretrain-image",
                                                                                          "pretrain-video"]
+    # the result is recorded: the same call loads it, --force evaluates again, and both give the same table
+    recorded = list((tmp_path / "runs" / "gate").glob("smoke-*.json"))
+    assert len(recorded) == 1 and "recorded result" not in out
+    args = ["gate", "--profile", "smoke", "--runs", str(tmp_path / "runs"), "--no-progress", "--num-train", "48",
+            "--num-eval", "32", "--out", str(out_json)]
+    assert main(args) == code
+    again = capsys.readouterr().out
+    assert f"recorded result of these teachers and this sample: {recorded[0]}" in again
+    table = lambda text: text.split("| encoder", 1)[1].split("teachers:")[0]  # noqa: E731
+    assert table(again) == table(out)
+    assert json.loads(out_json.read_text())["rows"] == record["rows"]
+    assert main(args + ["--force"]) == code
+    forced = capsys.readouterr().out
+    assert "recorded result" not in forced and json.loads(out_json.read_text())["rows"] == record["rows"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -120,6 +120,35 @@ def test_markdown_and_json():
     assert len(data["checks"]) == 4 and all(c["passed"] for c in data["checks"])
 
 
+def test_a_recorded_result_reads_back_as_it_was_written():
+    rows = _rows(**PASSING, n=2000)
+    result = G.GateResult(rows, G.decide(rows), split="test", num_train=3000, num_eval=2000,
+                          chance={"appearance": 10.0, "motion": 100 / 12},
+                          similarity={name: 0.25 for name in G.ENCODERS}, details={"profile": "quick"})
+    back = G.GateResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert back.markdown() == result.markdown() and back.to_dict() == result.to_dict()
+    failing = _rows(**{**PASSING, "vid_mot": 26.0}, n=2000)
+    assert not G.GateResult.from_dict(G.GateResult(failing, G.decide(failing)).to_dict()).passed
+    tampered = result.to_dict() | {"passed": False}
+    with pytest.raises(ValueError, match="verdict"):
+        G.GateResult.from_dict(tampered)
+
+
+def test_a_record_is_named_by_every_input_of_the_gate(tmp_path):
+    from mvd_lib.profiles import profile
+
+    p = profile("smoke")
+    args = dict(p=p, image_ref="pretrain-image@aaaa", video_ref="pretrain-video@bbbb", split="val", num_train=32,
+                num_eval=16, root=tmp_path)
+    path = G.record_path(**args)
+    assert path.parent == tmp_path / "gate" and path.name.startswith("smoke-") and path.suffix == ".json"
+    assert G.record_path(**args) == path
+    changed = [{"image_ref": "pretrain-image@cccc"}, {"video_ref": "pretrain-video@cccc"}, {"split": "test"},
+               {"num_train": 33}, {"num_eval": 17}, {"p": profile("smoke", seed=1)},
+               {"p": profile("smoke", ["data.synthetic.num_appearance=5"])}]
+    assert len({G.record_path(**(args | c)) for c in changed} | {path}) == len(changed) + 1
+
+
 # ---------------------------------------------------------------------------------------------- diagnostics
 def test_cross_frame_similarity_known_answers():
     rng = np.random.default_rng(0)
