@@ -21,8 +21,8 @@ each by more than 3 standard errors of the difference, sqrt(se_1^2 + se_2^2).
 An image encoder reads the clip frame by frame on the frames distillation gives it (the front frame of each
 tubelet, teachers.ImageTeacher), so its time slots line up with the video encoders'.
 
-`run_gate` records its result under the runs folder (`gate/<profile>-<hash>.json`, the hash of the teacher runs,
-the floors, the benchmark, the sample, the split and mvd_lib's source) and loads it on the next call with the same
+`run_gate` records its result under the runs folder (`gate/<profile>-<hash>.json`, the hash of the teacher runs and
+their weights, the floors, the benchmark, the sample, the split and mvd_lib's source) and loads it on the next call with the same
 inputs: notebooks 03 and 04 gate the same teachers, and a second `python -m mvd_lib gate` takes seconds.
 
 A secondary diagnostic for the paper's Figure 3 (image-teacher features nearly constant across frames,
@@ -304,12 +304,20 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def record_path(p: Any, image_ref: str, video_ref: str, split: str, num_train: int, num_eval: int,
+def teacher_identity(run: Any) -> str:
+    """A finished teacher run as the gate's record names it: "<verb>@<hash> <sha256 of its weights, 16 digits>",
+    so a teacher trained again under the same config hash (other weights) is gated again."""
+    from mvd_lib.identity import sha256_file
+
+    return f"{run.ref} {sha256_file(run.weights())[:16]}"
+
+
+def record_path(p: Any, image_teacher: str, video_teacher: str, split: str, num_train: int, num_eval: int,
                 root: str | Path) -> Path:
-    """Where `run_gate` records the gate of these teacher runs ("<verb>@<hash>") at profile `p`:
+    """Where `run_gate` records the gate of these teachers (`teacher_identity`) at profile `p`:
     `root/gate/<profile>-<hash>.json`, the hash of everything the result depends on (the teachers, the floors'
     architecture and seed, the benchmark, the sample, the split, the probe grid and mvd_lib's source)."""
-    key = {"image_teacher": image_ref, "video_teacher": video_ref, "teacher_arch": p.teacher_arch,
+    key = {"image_teacher": image_teacher, "video_teacher": video_teacher, "teacher_arch": p.teacher_arch,
            "model": dataclasses.asdict(p.model.vit()), "seed": p.seed,
            "synthetic": dataclasses.asdict(p.data.synthetic), "split": split, "num_train": num_train,
            "num_eval": num_eval, "c_grid": list(DEFAULT_C_GRID), "source": source_fingerprint()}
@@ -442,7 +450,7 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
     video = video_teacher or teachers["pretrain-video"]
     num_train = p.gate_train if num_train is None else num_train
     num_eval = p.gate_eval if num_eval is None else num_eval
-    record = record_path(p, image.ref, video.ref, split, num_train, num_eval,
+    record = record_path(p, teacher_identity(image), teacher_identity(video), split, num_train, num_eval,
                          root if root is not None else runner.RunOptions().root)
     if record.exists() and not force:
         result = GateResult.from_dict(json.loads(record.read_text()))

@@ -111,6 +111,18 @@ def test_gate_prints_its_table_and_exits_by_its_verdict(tmp_path, capsys):
     assert main(args + ["--force"]) == code
     forced = capsys.readouterr().out
     assert "recorded result" not in forced and json.loads(out_json.read_text())["rows"] == record["rows"]
+    # a teacher trained again under the same config hash has other weights: its gate is evaluated again
+    import torch
+
+    weights = next((tmp_path / "runs" / "pretrain-video").glob("*/model.pth"))
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    tensors = state.get("model", state)
+    name = next(k for k, v in tensors.items() if torch.is_floating_point(v))
+    tensors[name] = tensors[name] + 1e-3
+    torch.save(state, weights)
+    assert main(args) in (0, 1)
+    assert "recorded result" not in capsys.readouterr().out
+    assert len(list((tmp_path / "runs" / "gate").glob("smoke-*.json"))) == 2
 
 
 @pytest.mark.parametrize("args, message", [

@@ -138,12 +138,13 @@ def test_a_record_is_named_by_every_input_of_the_gate(tmp_path):
     from mvd_lib.profiles import profile
 
     p = profile("smoke")
-    args = dict(p=p, image_ref="pretrain-image@aaaa", video_ref="pretrain-video@bbbb", split="val", num_train=32,
-                num_eval=16, root=tmp_path)
+    args = dict(p=p, image_teacher="pretrain-image@aaaa 0123", video_teacher="pretrain-video@bbbb 4567", split="val",
+                num_train=32, num_eval=16, root=tmp_path)
     path = G.record_path(**args)
     assert path.parent == tmp_path / "gate" and path.name.startswith("smoke-") and path.suffix == ".json"
     assert G.record_path(**args) == path
-    changed = [{"image_ref": "pretrain-image@cccc"}, {"video_ref": "pretrain-video@cccc"}, {"split": "test"},
+    changed = [{"image_teacher": "pretrain-image@cccc 0123"}, {"image_teacher": "pretrain-image@aaaa 89ab"},
+               {"video_teacher": "pretrain-video@cccc 4567"}, {"split": "test"},
                {"num_train": 33}, {"num_eval": 17}, {"p": profile("smoke", seed=1)},
                {"p": profile("smoke", ["data.synthetic.num_appearance=5"])}]
     assert len({G.record_path(**(args | c)) for c in changed} | {path}) == len(changed) + 1
