@@ -21,9 +21,10 @@ each by more than 3 standard errors of the difference, sqrt(se_1^2 + se_2^2).
 An image encoder reads the clip frame by frame on the frames distillation gives it (the front frame of each
 tubelet, teachers.ImageTeacher), so its time slots line up with the video encoders'.
 
-`run_gate` records its result under the runs folder (`gate/<profile>-<hash>.json`, the hash of the teacher runs and
-their weights, the floors, the benchmark, the sample, the split and mvd_lib's source) and loads it on the next call with the same
-inputs: notebooks 03 and 04 gate the same teachers, and a second `python -m mvd_lib gate` takes seconds.
+`run_gate` records its result under the runs folder (`gate/<profile>-<hash>.json`, the hash of the teacher runs
+and their weights, the floors, the benchmark, the sample, the split and mvd_lib's source) and loads it on the next
+call with the same inputs: notebooks 03 and 04 gate the same teachers, and a second `python -m mvd_lib gate` takes
+seconds.
 
 A secondary diagnostic for the paper's Figure 3 (image-teacher features nearly constant across frames,
 video-teacher features changing): `cross_frame_similarity`, the slot-centred cosine similarity between the
