@@ -34,7 +34,6 @@ Results are indexed by readout ("mean", "time"); another readout (an attentive p
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -52,7 +51,7 @@ from mvd_lib.probe import DEFAULT_C_GRID, Features, encoder_tokens, extract_feat
 from mvd_lib.probe_protocols import ProtocolJob, run_protocols
 from mvd_lib.analysis import frame_similarity
 from mvd_lib.atomic import write_json
-from mvd_lib.config import SyntheticConfig
+from mvd_lib.config import SyntheticConfig, config_dict
 from mvd_lib.errors import ConfigError
 from mvd_lib.synthetic import EVAL_SPLITS, SyntheticClips
 from mvd_lib.teachers import ImageTeacher
@@ -319,10 +318,10 @@ def record_path(p: Any, image_teacher: str, video_teacher: str, split: str, num_
     `root/gate/<profile>-<hash>.json`, the hash of everything the result depends on (the teachers, the floors'
     architecture and seed, the benchmark, the sample, the split, the probe grid and mvd_lib's source)."""
     key = {"image_teacher": image_teacher, "video_teacher": video_teacher, "teacher_arch": p.teacher_arch,
-           "model": dataclasses.asdict(p.model.vit()), "seed": p.seed,
-           "synthetic": dataclasses.asdict(p.data.synthetic), "split": split, "num_train": num_train,
-           "num_eval": num_eval, "c_grid": list(DEFAULT_C_GRID), "source": source_fingerprint()}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+           "model": config_dict(p.model.vit()), "seed": p.seed, "synthetic": config_dict(p.data.synthetic),
+           "split": split, "num_train": num_train, "num_eval": num_eval, "c_grid": list(DEFAULT_C_GRID),
+           "source": source_fingerprint()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return Path(root) / RECORDS / f"{p.name}-{digest}.json"
 
 
@@ -452,7 +451,7 @@ def run_gate(p: Any = "quick", split: str = "val", num_train: int | None = None,
     num_train = p.gate_train if num_train is None else num_train
     num_eval = p.gate_eval if num_eval is None else num_eval
     record = record_path(p, teacher_identity(image), teacher_identity(video), split, num_train, num_eval,
-                         root if root is not None else runner.RunOptions().root)
+                         runner.RunOptions(root=root).root)
     if record.exists() and not force:
         result = GateResult.from_dict(json.loads(record.read_text()))
         result.details.update(recorded=str(record), loaded=True)

@@ -129,12 +129,12 @@ def run_jobs(jobs: Sequence[Job], lanes: int = 1, root: str | os.PathLike | None
     root: the runs folder (default: runner.run's, runs/ or $MVD_RUNS). lanes: runs trained at once, each in its own
     worker process with usable_cores() // lanes threads (at least one); 1: everything here, one after another,
     with progress bars if `progress`. Runs already finished or shipped are loaded or adopted here, never sent to a
-    lane. If a run fails, no further run starts; the runs in
-    the other lanes finish (a stopped run resumes on the next call), then the error is raised."""
+    lane. If a run fails, no further run starts; the runs in the other lanes finish (a stopped run resumes on the
+    next call), then the error is raised."""
     jobs = list(jobs)
     _check(jobs, lanes)
-    options = RunOptions(root=Path(root) if root is not None else RunOptions().root,
-                         artifacts=Path(artifacts) if artifacts is not None else None, progress=progress and lanes == 1)
+    options = RunOptions(root=root, artifacts=Path(artifacts) if artifacts is not None else None,
+                         progress=progress and lanes == 1)
     by_job: dict[str, Run] = {}
     if lanes == 1:
         for job in jobs:

@@ -316,8 +316,8 @@ def run(verb: str, p: Profile | str = "smoke", variant: str = "", *, overrides: 
         top[key] = value
     cfg = run_config(verb, p, variant, top)
     cfg = apply_overrides(cfg, overrides)
-    options = RunOptions(root=Path(root) if root is not None else RunOptions().root, force=force, progress=progress,
-                         probe_every=probe_every, stop_after_steps=stop_after_steps,
+    options = RunOptions(root=root, force=force, progress=progress, probe_every=probe_every,
+                         stop_after_steps=stop_after_steps,
                          trust_checkpoints=trust_checkpoints,
                          artifacts=Path(artifacts) if artifacts is not None else None)
     return train_or_load(verb, cfg, p, options, given)

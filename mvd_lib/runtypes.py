@@ -41,6 +41,7 @@ from mvd_lib.mae import ImageViT
 from mvd_lib.objectives import DistillObjective, FinetuneObjective, MAEObjective, VideoMAEObjective
 from mvd_lib.probe import extract_features, fit_probe, save_features
 from mvd_lib.probe_protocols import ProtocolJob, low_shot_curve, run_protocols
+from mvd_lib.runs import DEFAULT_RUNS
 from mvd_lib.synthetic import SyntheticClips
 from mvd_lib.target_cache import CachedTargets
 from mvd_lib.teachers import EMATeacher, FrozenTeacher, ImageTeacher, VideoTeacher
@@ -50,7 +51,7 @@ from mvd_lib.teachers import EMATeacher, FrozenTeacher, ImageTeacher, VideoTeach
 class RunOptions:
     """How to run, not what to run: none of this enters a run's hash."""
 
-    root: Path = Path(os.environ.get("MVD_RUNS", "runs"))  # runs folder
+    root: Path | None = None  # runs folder (None: runs.DEFAULT_RUNS, runs/ or $MVD_RUNS)
     artifacts: Path | None = None  # shipped finished runs (None: the repository's artifacts/)
     force: bool = False  # rerun the named run even if it finished (its dependencies are reused)
     progress: bool = True  # progress bars
@@ -61,7 +62,7 @@ class RunOptions:
     command: str | None = None  # the command to record in command.txt (None: profiles.reproducing_command)
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        self.root = Path(self.root) if self.root is not None else DEFAULT_RUNS
         if self.probe_every < 0:
             raise ConfigError(f"probe_every must be >= 0 (0: off), got {self.probe_every}")
         if self.stop_after_steps is not None and self.stop_after_steps < 1:
